@@ -1,0 +1,89 @@
+"""The pipeline flow: walk the stages in DAG order, ask DVC about each just before its turn,
+run the stale ones in-process as Prefect tasks, and record each in dvc.lock."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from graft import tracking
+from graft.config import load_params
+from graft.errors import GraftError
+from graft.dag import commit_stage, downstream, input_fingerprint, load_dag, stale_stages
+from graft.lineage import run_tags
+from graft.paths import Paths
+from graft.report import say, warn
+from graft.stages import STAGES
+from graft.summary import save_stage_statuses
+from tasks.baseline import baseline
+from tasks.evaluate import evaluate
+from tasks.finetune import finetune
+from tasks.ingest import ingest
+from tasks.prepare import prepare
+from tasks.pretrain import pretrain
+from tasks.register import register
+from tasks.replace_head import replace_head
+
+STAGE_TASKS = {"ingest": ingest, "prepare": prepare, "pretrain": pretrain, "replace_head": replace_head,
+               "finetune": finetune, "baseline": baseline, "evaluate": evaluate, "register": register}
+assert tuple(STAGE_TASKS) == STAGES
+
+
+class InputsChangedError(GraftError, RuntimeError):
+    """A stage's inputs changed while it ran; its outputs were not recorded."""
+
+
+# Retries belong on I/O (the tracking store), never on the deterministic stages.
+@task(name="open-tracking-run", retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
+def open_tracking_run(root: str, experiment: str, pipeline_id: str, params: dict, tags: dict) -> str:
+    return tracking.start_pipeline_run(Path(root), experiment, pipeline_id, params, tags)
+
+
+@task(name="close-tracking-run", retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
+def close_tracking_run(root: str, run_id: str, failed: bool) -> None:
+    tracking.end_run(Path(root), run_id, failed)
+
+
+@flow(name="graft-pipeline", log_prints=True)
+def pipeline(root: str = ".", force: str | None = None) -> dict:
+    """Run what is stale (plus `force` and everything downstream of it); returns each stage's status."""
+    paths = Paths.at(root)
+    params = load_params(paths.params)
+    dag = load_dag(paths.root)
+    forced = set(downstream(dag, force)) if force else set()
+    pipeline_id = uuid.uuid4().hex
+    from prefect.runtime import flow_run
+
+    flow_run_id = flow_run.id
+    parent = open_tracking_run(str(paths.root), params.tracking.experiment, pipeline_id,
+                               params.model_dump(mode="json"), run_tags(paths.root, pipeline_id, flow_run_id))
+    statuses: dict[str, dict] = {}
+    failed = True
+    try:
+        for name, decl in dag.items():
+            reasons = ["forced"] if name in forced else stale_stages(paths.root, [name]).get(name)
+            if not reasons:
+                say(f"{name}: up to date")
+                statuses[name] = {"status": "up to date", "seconds": None}
+                continue
+            say(f"{name}: running ({'; '.join(reasons[:3])})")
+            before = input_fingerprint(paths.root, decl)
+            statuses[name] = {"status": "failed", "seconds": None}  # until it returns
+            summary = STAGE_TASKS[name](params, str(paths.root), parent, pipeline_id, flow_run_id)
+            if input_fingerprint(paths.root, decl) != before:
+                statuses[name] = {"status": "not recorded", "seconds": summary["seconds"]}
+                raise InputsChangedError(f"{name}: its inputs changed while it ran, so its outputs were not recorded "
+                                         f"in dvc.lock; run `graft run` again")
+            commit_stage(paths.root, name)
+            statuses[name] = {"status": "ran", "seconds": summary["seconds"]}
+        failed = False
+    finally:
+        save_stage_statuses(paths, statuses)
+        try:
+            close_tracking_run(str(paths.root), parent, failed)
+        except Exception as e:  # noqa: BLE001 - never hide the stage's own error behind a tracking one
+            warn(f"could not close the MLflow run {parent}: {e}")
+    return statuses

@@ -1,0 +1,204 @@
+"""`graft`: the command line. Imports stay lazy so that `--help` and an up-to-date `graft run` are fast:
+torch, Prefect and MLflow are imported only when there is work for them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+STAGE_HELP = "ingest, prepare, pretrain, replace_head, finetune, baseline, evaluate, register"
+
+EPILOG = """\
+examples:
+  graft run                         run whatever is stale, then print the summary
+  graft run -S finetune.lr=0.001    change a parameter (written into params.yaml, like dvc exp run -S)
+  graft run --dry-run               list what would run, and why
+  graft run --force finetune        rerun finetune and everything downstream of it
+  graft stage evaluate              run one stage (this is what dvc repro calls)
+  graft status                      what is stale, and the registered champion
+  graft ui                          open the MLflow UI on http://127.0.0.1:5000
+
+graft keeps DVC (what is stale), Prefect (how stages run) and MLflow (what happened) in step:
+after `graft run`, `dvc status` is clean, and after `dvc repro`, `graft run` has nothing to do.
+"""
+
+
+def _quiet_environment() -> None:
+    # Offline by default: no analytics or telemetry calls from the tools graft drives.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="graft", description="Transfer learning for image classifiers, with every artifact tracked.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-C", "--root", default=".", help="the graft repository to work in (default: current folder)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the pipeline: every stale stage, in order, through Prefect",
+                         description="Run every stale stage in DAG order (DVC decides what is stale) as Prefect tasks, "
+                                     "record each in dvc.lock, log everything to MLflow, and print a summary.")
+    run.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a parameter, e.g. -S finetune.lr=0.001 (written into params.yaml); repeatable")
+    run.add_argument("--dry-run", action="store_true", help="list the stages that would run, and why; run nothing")
+    run.add_argument("--force", metavar="STAGE", help=f"rerun STAGE and everything downstream ({STAGE_HELP})")
+
+    stage = sub.add_parser("stage", help="run one stage in this process (dvc repro calls this)",
+                           description="Run one stage now, whatever its status, and log it to MLflow. "
+                                       "Under `dvc repro`, DVC records it in dvc.lock afterwards.")
+    stage.add_argument("name", metavar="NAME", help=STAGE_HELP)
+
+    sub.add_parser("status", help="list stale stages and show the registered champion")
+
+    ui = sub.add_parser("ui", help="start the MLflow UI for this repository's store (127.0.0.1)")
+    ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    return parser
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"graft: error: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_run(args, root: Path) -> int:
+    from graft.config import apply_overrides
+    from graft.dag import downstream, load_dag, stale_stages
+    from graft.paths import Paths
+    from graft.summary import render, save_stage_statuses
+
+    paths = Paths.at(root)
+    params = apply_overrides(paths.params, args.overrides)
+    for o in args.overrides:
+        print(f"params.yaml: set {o}")
+    dag = load_dag(paths.root)
+    if args.force and args.force not in dag:
+        return _fail(f"--force {args.force!r}: no such stage; stages: {', '.join(dag)}")
+
+    stale = {} if args.force else stale_stages(paths.root)
+    if not args.force and not stale:
+        print("Pipeline is up to date: nothing to run.\n")
+        save_stage_statuses(paths, {name: {"status": "up to date", "seconds": None} for name in dag})
+        print(render(paths))
+        return 0
+    if args.dry_run:
+        first = args.force or next(n for n in dag if n in stale)
+        will_run = downstream(dag, first) if args.force else [n for n in dag if n in stale]
+        after = [n for n in downstream(dag, first) if n not in will_run] if not args.force else []
+        for name in will_run:
+            why = "forced" if args.force else "; ".join(stale[name][:3])
+            print(f"would run  {name:<13} ({why})")
+        for name in after:
+            print(f"then likely {name:<12} (its inputs will change)")
+        return 0
+
+    _quiet_environment()
+    from graft import tracking
+
+    tracking.check_reachable(paths.root)
+    from flows.pipeline import pipeline
+
+    params_note = f" ({len(args.overrides)} override(s) applied)" if args.overrides else ""
+    print(f"Running the pipeline{params_note}; stale: {', '.join(stale) or args.force}")
+    try:
+        statuses = pipeline(root=str(paths.root), force=args.force)
+    except KeyboardInterrupt:
+        print("\ninterrupted: stages that finished are recorded in dvc.lock; `graft run` continues from there",
+              file=sys.stderr)
+        return 130
+    print("\n" + render(paths, statuses))
+    print(f"\nSee every run in MLflow: make ui (or graft ui), then open http://127.0.0.1:5000  [{params.tracking.experiment}]")
+    return 0
+
+
+def cmd_stage(args, root: Path) -> int:
+    _quiet_environment()
+    from graft.config import load_params
+    from graft.lineage import pipeline_run_id
+    from graft.paths import Paths
+    from graft.runner import run_stage
+    from graft.stages import STAGES
+
+    if args.name not in STAGES:
+        return _fail(f"unknown stage {args.name!r}; stages: {STAGE_HELP}")
+    paths = Paths.at(root)
+    params = load_params(paths.params)
+    from graft import tracking
+
+    tracking.check_reachable(paths.root)
+    pipeline_id = pipeline_run_id()
+    # Stages run by `dvc repro` are grouped under one parent run per dvc process.
+    parent = tracking.find_pipeline_run(paths.root, params.tracking.experiment, pipeline_id)
+    if parent is None:
+        from graft.lineage import run_tags
+
+        parent = tracking.start_pipeline_run(paths.root, params.tracking.experiment, pipeline_id,
+                                             params.model_dump(mode="json"), run_tags(paths.root, pipeline_id))
+    summary = run_stage(args.name, params, paths.root, parent, pipeline_id)
+    tracking.end_run(paths.root, parent)
+    print(f"{args.name}: done in {summary['seconds']:.1f}s")
+    return 0
+
+
+def cmd_status(args, root: Path) -> int:
+    from graft.config import load_params
+    from graft.dag import stale_stages
+    from graft.paths import Paths
+
+    paths = Paths.at(root)
+    params = load_params(paths.params)
+    stale = stale_stages(paths.root)
+    if stale:
+        for name, reasons in stale.items():
+            print(f"stale  {name:<13} {'; '.join(reasons[:3])}")
+    else:
+        print("all stages up to date")
+    _quiet_environment()
+    from graft import tracking
+
+    champion = tracking.champion_version(paths.root, params.tracking.model_name)
+    if champion:
+        acc = champion["tags"].get("graft.gate.challenger_acc", "?")
+        print(f"champion: {params.tracking.model_name} v{champion['version']} (test accuracy {acc})")
+    else:
+        print(f"champion: none registered for {params.tracking.model_name}")
+    return 0
+
+
+def cmd_ui(args, root: Path) -> int:
+    from graft.tracking import DEFAULT_ARTIFACTS, tracking_uri
+
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(root),
+           "--default-artifact-root", str((root / DEFAULT_ARTIFACTS).resolve()),
+           "--host", args.host, "--port", str(args.port)]
+    print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)")
+    os.execv(sys.executable, cmd)
+
+
+COMMANDS = {"run": cmd_run, "stage": cmd_stage, "status": cmd_status, "ui": cmd_ui}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    root = Path(args.root).resolve()
+    if not (root / "dvc.yaml").exists():
+        return _fail(f"{root} has no dvc.yaml: run graft from the repository root, or pass -C PATH")
+    from graft.errors import GraftError
+
+    try:
+        return COMMANDS[args.command](args, root)
+    except (GraftError, FileNotFoundError) as e:
+        return _fail(str(e), code=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

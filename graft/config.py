@@ -1,0 +1,320 @@
+"""params.yaml: the typed schema, loading with clear errors, and DVC-style `-S key=value` overrides.
+
+Every field is documented where it is declared. The file is validated once, before any work
+starts; unknown keys are rejected with a "did you mean" suggestion.
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from graft.errors import GraftError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(GraftError, ValueError):
+    """params.yaml (or an override) is invalid; the message names each key, value and what is allowed."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# ---------------------------------------------------------------- shared sections
+
+class DataParams(Section):
+    image_size: int = Field(32, ge=8, le=512, description="Images are resized to image_size×image_size.")
+    channels: Literal[1, 3] = Field(3, description="1 (grey) or 3 (RGB); sources are converted.")
+    labels_per_class: int = Field(10, ge=1, description="Label budget: target training images per class.")
+
+
+class HeadParams(Section):
+    kind: Literal["linear", "mlp"] = Field("linear", description="linear, or mlp as in fastai's create_head.")
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [256], description="mlp hidden sizes.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout before each linear layer of the head.")
+    batchnorm: bool = Field(False, description="BatchNorm1d before each linear layer of an mlp head.")
+
+
+# Kept here rather than read from the registry so that loading params never imports torch
+# (`graft run` with nothing stale must stay fast); a test checks it matches the registry.
+BACKBONE_NAMES = ("tiny_cnn", "resnet18", "resnet34", "resnet50", "mobilenet_v3_small",
+                  "mobilenet_v3_large", "efficientnet_b0", "convnext_tiny")
+
+
+class ModelParams(Section):
+    backbone: Literal[BACKBONE_NAMES] = Field("tiny_cnn", description="Backbone architecture (graft.models.backbones).")
+    backbone_args: dict[str, Any] = Field(default_factory=dict, description="Extra backbone kwargs, e.g. width for tiny_cnn.")
+
+
+class TrainParams(Section):
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto uses CUDA when present.")
+    threads: int = Field(2, ge=0, description="torch intra-op threads; 0 keeps torch's default.")
+    batch_size: int = Field(64, ge=1, description="Training batch size.")
+    eval_batch_size: int = Field(512, ge=1, description="Batch size for validation and test.")
+    launcher: Literal["local"] = Field("local", description="How training stages are launched.")
+
+
+class TrackingParams(Section):
+    experiment: str = Field("graft", min_length=1, description="MLflow experiment name.")
+    model_name: str = Field("graft-classifier", min_length=1, description="MLflow registered model name.")
+
+
+# ---------------------------------------------------------------- data sources
+
+class _SourceBase(Section):
+    classes: list[str] | None = Field(None, description="Class names to use, in label order; null = all.")
+
+    @model_validator(mode="after")
+    def _classes_not_empty(self):
+        if self.classes is not None:
+            if not self.classes:
+                raise ValueError("classes is an empty list; list at least two class names, or null for all")
+            dupes = sorted({c for c in self.classes if self.classes.count(c) > 1})
+            if dupes:
+                raise ValueError(f"classes lists {dupes} more than once")
+        return self
+
+
+class SyntheticSource(_SourceBase):
+    kind: Literal["synthetic"] = "synthetic"
+    per_class: int = Field(200, ge=2, description="Images generated per class.")
+
+
+class ImageFolderSource(_SourceBase):
+    kind: Literal["imagefolder"]
+    path: str = Field(description="Folder of class_name/*.png|jpg|...; keep it under data/sources/ so DVC sees changes.")
+
+
+class IdxSource(_SourceBase):
+    kind: Literal["idx"]
+    images: str = Field(description="IDX images file (MNIST family), gzipped or not.")
+    labels: str = Field(description="IDX labels file.")
+    class_names: list[str] | None = Field(None, description="Names for labels 0..K-1; default their numbers.")
+
+
+class TorchvisionSource(_SourceBase):
+    kind: Literal["torchvision"]
+    name: str = Field(description="torchvision.datasets class, e.g. MNIST, CIFAR10.")
+    root: str = Field(description="Root folder holding the dataset files.")
+    split: Literal["train", "test"] = "train"
+    download: bool = Field(False, description="Allow downloading when the files are missing (needs a network).")
+
+
+Source = Annotated[Union[SyntheticSource, ImageFolderSource, IdxSource, TorchvisionSource], Field(discriminator="kind")]
+
+
+def source_identity(src: BaseModel) -> tuple:
+    """Two domains with the same identity are one dataset split by class lists."""
+    d = src.model_dump(exclude={"classes", "per_class"})
+    return tuple(sorted(d.items()))
+
+
+# ---------------------------------------------------------------- stage sections
+
+class IngestParams(Section):
+    source: Source = Field(default_factory=SyntheticSource, description="Source domain (pretraining).")
+    target: Source = Field(default_factory=SyntheticSource, description="Target domain (fine-tuning).")
+    bad_files: Literal["fail", "skip"] = Field("fail", description="Unreadable images: fail listing them, or skip and record them.")
+
+    @model_validator(mode="after")
+    def _domains_disjoint(self) -> "IngestParams":
+        if source_identity(self.source) == source_identity(self.target):
+            from graft.data.synthetic import default_classes
+            if self.source.kind == "synthetic":
+                src = self.source.classes or default_classes("source")
+                tgt = self.target.classes or default_classes("target")
+            else:
+                src, tgt = self.source.classes, self.target.classes
+                if src is None or tgt is None:
+                    raise ValueError("source and target read the same dataset: give each a `classes` list, disjoint")
+            overlap = sorted(set(src) & set(tgt))
+            if overlap:
+                raise ValueError(f"source and target read the same dataset and share classes {overlap}; make the class lists disjoint")
+        return self
+
+
+class PrepareParams(Section):
+    source_val_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="Share of each source class held out for validation.")
+    source_test_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="Share of each source class held out for test.")
+    target_val_per_class: int = Field(20, ge=1, description="Target validation images per class, drawn apart from the label budget.")
+    target_test_per_class: int = Field(50, ge=1, description="Target test images per class.")
+
+
+class OptimParams(Section):
+    epochs: int = Field(10, ge=1, description="Training epochs.")
+    lr: float = Field(1e-3, gt=0.0, le=10.0, description="Peak learning rate.")
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="adamw, or sgd with momentum.")
+    weight_decay: float = Field(5e-4, ge=0.0, description="Not applied to norms and biases.")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum.")
+    schedule: Literal["cosine", "constant"] = Field("cosine", description="Learning-rate schedule over the epochs.")
+
+
+class PretrainParams(OptimParams):
+    weights: Literal["train"] = Field("train", description="train: pretrain on the source domain.")
+
+
+class ReplaceHeadParams(Section):
+    head: HeadParams = Field(default_factory=HeadParams, description="The new head grafted onto the backbone.")
+
+
+class FinetuneParams(OptimParams):
+    strategy: Literal["full", "linear_probe"] = Field("full", description="full: everything trains; linear_probe: backbone frozen.")
+    train_bn: bool = Field(True, description="When false, frozen BatchNorm layers stay in eval mode.")
+
+
+class BaselineParams(Section):
+    lr: float = Field(3e-3, gt=0.0, le=10.0, description="Learning rate of the from-scratch control.")
+    weight_decay: float = Field(5e-4, ge=0.0, description="Weight decay of the from-scratch control.")
+
+
+class EvaluateParams(Section):
+    calibration_bins: int = Field(15, ge=2, description="Bins of the expected calibration error.")
+
+
+class RegisterParams(Section):
+    alpha: float = Field(0.05, gt=0.0, lt=1.0, description="Promote only if McNemar's one-sided p-value is below this.")
+
+
+# `register` is a stage name; pydantic warns that it shadows ABCMeta.register, which Params never uses.
+warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
+
+
+class Params(Section):
+    seed: int = Field(0, ge=0, description="Every random draw derives from (seed, stage, epoch).")
+    data: DataParams = Field(default_factory=DataParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    tracking: TrackingParams = Field(default_factory=TrackingParams)
+    ingest: IngestParams = Field(default_factory=IngestParams)
+    prepare: PrepareParams = Field(default_factory=PrepareParams)
+    pretrain: PretrainParams = Field(default_factory=PretrainParams)
+    replace_head: ReplaceHeadParams = Field(default_factory=ReplaceHeadParams)
+    finetune: FinetuneParams = Field(default_factory=FinetuneParams)
+    baseline: BaselineParams = Field(default_factory=BaselineParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    register: RegisterParams = Field(default_factory=RegisterParams)
+
+
+# ---------------------------------------------------------------- loading
+
+def _allowed_keys(model: type[BaseModel] | None, loc: tuple) -> list[str]:
+    """The field names allowed at `loc` (for "did you mean" on unknown keys)."""
+    for part in loc:
+        if model is None or isinstance(part, int):
+            return []
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return list(model.model_fields) if model is not None else []
+
+
+def _format_error(err: dict, raw: dict, origin: str) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in ("synthetic", "imagefolder", "idx", "torchvision")))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    value = err.get("input")
+    if err["type"] == "extra_forbidden":
+        parent = loc[:-1]
+        allowed = _allowed_keys(Params, parent) or []
+        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        suggestion = f"; did you mean {'.'.join(map(str, parent + (hint[0],)))!r}?" if hint else ""
+        return f"{origin}: unknown key {key!r}{suggestion} (allowed here: {', '.join(allowed)})"
+    shown = "" if isinstance(value, dict) else f" = {value!r}"
+    return f"{origin}: {key}{shown}: {err['msg']}"
+
+
+def validate_params(raw: Any, origin: str = "params.yaml") -> Params:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        lines = [_format_error(err, raw, origin) for err in e.errors(include_url=False)]
+        raise ConfigError("invalid parameters:\n  " + "\n  ".join(lines)) from None
+
+
+def load_params(path: Path) -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: not found; run from the repository root or pass --params")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    return validate_params(raw, origin=str(path.name))
+
+
+# ---------------------------------------------------------------- overrides (-S key=value)
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`finetune.lr=0.001` -> (["finetune", "lr"], 0.001). Values are parsed as YAML, like DVC."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. finetune.lr=0.001")
+    key, value = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {text!r}: empty key segment")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from None
+    return parts, parsed
+
+
+def _set(tree: Any, parts: list[str], value: Any) -> None:
+    for p in parts[:-1]:
+        if p not in tree or not hasattr(tree[p], "__setitem__"):
+            tree[p] = {}
+        tree = tree[p]
+    tree[parts[-1]] = value
+
+
+def apply_overrides(path: Path, overrides: list[str]) -> Params:
+    """Validate `overrides` against params.yaml and, only if valid, write them into it.
+
+    Like `dvc exp run -S`, the values land in the file, so dvc.lock and params.yaml always agree.
+    Comments and layout are kept (ruamel round-trip).
+    """
+    path = Path(path)
+    plain = yaml.safe_load(path.read_text()) if path.exists() else {}
+    plain = plain or {}
+    parsed = [parse_override(o) for o in overrides]
+    for parts, value in parsed:
+        _set(plain, parts, value)
+    params = validate_params(plain, origin=f"{path.name} with overrides")
+    if not parsed:
+        return params
+    from ruamel.yaml import YAML
+
+    rt = YAML()
+    rt.preserve_quotes = True
+    doc = rt.load(path.read_text()) if path.exists() else {}
+    for parts, value in parsed:
+        _set(doc, parts, value)
+    tmp = path.with_suffix(".yaml.tmp")
+    with tmp.open("w") as f:
+        rt.dump(doc, f)
+    tmp.replace(path)
+    return params
+
+
+def section_hash(params: Params, keys: list[str]) -> str:
+    """A short hash of the named sections/keys (e.g. ["seed", "finetune"]); used for run tags."""
+    import hashlib
+    import json
+
+    dumped = params.model_dump(mode="json")
+    picked = {}
+    for key in keys:
+        node: Any = dumped
+        for part in key.split("."):
+            node = node[part]
+        picked[key] = node
+    return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:12]

@@ -1,0 +1,126 @@
+"""graft's view of the DVC pipeline: the stages in dvc.yaml, what is stale, and recording a stage in dvc.lock.
+
+DVC decides what is stale; this module only asks it. Reading dvc.yaml needs no DVC import, so
+the CLI can answer quickly; DVC itself is imported only to ask for status or to commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from graft.files import hash_paths
+
+
+@dataclass
+class StageDecl:
+    name: str
+    deps: list[str]
+    params: list[str]
+    outs: list[str] = field(default_factory=list)
+
+
+def _out_paths(entries: list) -> list[str]:
+    return [next(iter(e)) if isinstance(e, dict) else e for e in entries or []]
+
+
+def load_dag(root: Path) -> dict[str, StageDecl]:
+    """Stages of dvc.yaml in declaration order (which is the DAG order)."""
+    spec = yaml.safe_load((Path(root) / "dvc.yaml").read_text())
+    stages = {}
+    for name, s in spec["stages"].items():
+        outs = _out_paths(s.get("outs")) + _out_paths(s.get("metrics")) + _out_paths(s.get("plots"))
+        stages[name] = StageDecl(name, list(s.get("deps", [])), list(s.get("params", [])), outs)
+    return stages
+
+
+def downstream(dag: dict[str, StageDecl], stage: str) -> list[str]:
+    """`stage` and every stage that depends on its outputs, directly or not, in DAG order."""
+    affected = {stage}
+    produced: set[str] = set(dag[stage].outs)
+    for name, decl in dag.items():
+        if name in affected:
+            continue
+        if any(_covers(out, dep) for dep in decl.deps for out in produced):
+            affected.add(name)
+            produced |= set(decl.outs)
+    return [n for n in dag if n in affected]
+
+
+def _covers(out: str, dep: str) -> bool:
+    out, dep = out.rstrip("/"), dep.rstrip("/")
+    return dep == out or dep.startswith(out + "/") or out.startswith(dep + "/")
+
+
+def _select(tree: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        tree = tree[part] if isinstance(tree, dict) and part in tree else None
+    return tree
+
+
+def stage_params(root: Path, decl: StageDecl) -> dict[str, Any]:
+    """The values of the params a stage declares, read from params.yaml as DVC reads them."""
+    raw = yaml.safe_load((Path(root) / "params.yaml").read_text()) or {}
+    return {key: _select(raw, key) for key in decl.params}
+
+
+def input_fingerprint(root: Path, decl: StageDecl) -> str:
+    """A hash of everything a stage reads: its deps' contents and its params' values.
+
+    Taken before and after a stage runs; if it changed meanwhile, the outputs may not match
+    the inputs DVC would record, so the stage is not committed.
+    """
+    import hashlib
+    import json
+
+    h = hashlib.sha256(hash_paths([Path(root) / d for d in decl.deps]).encode())
+    h.update(json.dumps(stage_params(root, decl), sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _repo(root: Path):
+    from dvc.repo import Repo
+
+    return Repo(str(root))
+
+
+def stale_stages(root: Path, targets: list[str] | None = None) -> dict[str, list[str]]:
+    """{stage: [reasons]} for every stale stage (DVC's own `status`)."""
+    with _repo(root) as repo:
+        status = repo.status(targets=targets) if targets else repo.status()
+    stale: dict[str, list[str]] = {}
+    for key, entries in status.items():
+        name = key.split(":")[-1]
+        reasons = []
+        for entry in entries:
+            if isinstance(entry, str):
+                reasons.append(entry)
+            elif isinstance(entry, dict):
+                for kind, changes in entry.items():
+                    if isinstance(changes, dict):
+                        reasons += [f"{kind}: {path} {what}" for path, what in changes.items()]
+                    else:
+                        reasons.append(f"{kind}: {changes}")
+        stale[name] = reasons or ["changed"]
+    return stale
+
+
+def commit_stage(root: Path, stage: str) -> None:
+    """Record the stage's current deps, params and outs in dvc.lock (and its outs in the DVC cache)."""
+    with _repo(root) as repo:
+        repo.commit(stage, force=True)
+
+
+def locked_hash(root: Path, stage: str, path: str) -> str | None:
+    """The hash dvc.lock holds for one output of a stage (e.g. the raw data), or None."""
+    lock_file = Path(root) / "dvc.lock"
+    if not lock_file.exists():
+        return None
+    lock = yaml.safe_load(lock_file.read_text()) or {}
+    for out in lock.get("stages", {}).get(stage, {}).get("outs", []):
+        if out.get("path") == path:
+            return out.get("md5")
+    return None

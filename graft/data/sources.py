@@ -1,0 +1,54 @@
+"""Turn one configured source (synthetic, imagefolder, idx, torchvision) into an ImageDataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from graft.config import IdxSource, ImageFolderSource, Params, SyntheticSource, TorchvisionSource
+from graft.data.dataset import ImageDataset
+
+
+def _resolve(root: Path, p: str) -> Path:
+    path = Path(p).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def load_source(spec: Any, domain: str, params: Params, root: Path) -> tuple[ImageDataset, list[dict]]:
+    """The dataset of one domain, with its classes selected and in order, plus any skipped files."""
+    size, channels = params.data.image_size, params.data.channels
+    skipped: list[dict] = []
+    if isinstance(spec, SyntheticSource):
+        from graft.data import synthetic
+
+        classes = spec.classes or synthetic.default_classes(domain)
+        return synthetic.generate(classes, spec.per_class, size, channels, params.seed), skipped
+    if isinstance(spec, ImageFolderSource):
+        from graft.data.imagefolder import load_imagefolder
+
+        ds, skipped = load_imagefolder(_resolve(root, spec.path), size, channels, classes=spec.classes,
+                                       bad_files=params.ingest.bad_files)
+        return ds, skipped
+    if isinstance(spec, IdxSource):
+        from graft.data.idx import load_idx
+
+        ds = load_idx(_resolve(root, spec.images), _resolve(root, spec.labels), size, channels,
+                      class_names=spec.class_names, classes=spec.classes)
+        return ds, skipped
+    if isinstance(spec, TorchvisionSource):
+        from graft.data.torchvision_source import load_torchvision
+
+        ds = load_torchvision(spec.name, _resolve(root, spec.root), size, channels, split=spec.split,
+                              download=spec.download, classes=spec.classes)
+        return ds, skipped
+    raise TypeError(f"unsupported source {spec!r}")
+
+
+def describe_source(spec: Any) -> str:
+    if isinstance(spec, SyntheticSource):
+        return f"synthetic ({spec.per_class} per class)"
+    if isinstance(spec, ImageFolderSource):
+        return f"imagefolder {spec.path}"
+    if isinstance(spec, IdxSource):
+        return f"idx {spec.images}"
+    return f"torchvision {spec.name} at {spec.root}"

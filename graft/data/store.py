@@ -1,0 +1,47 @@
+"""Datasets on disk: one safetensors file of tensors plus a JSON sidecar, read back in one go."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from graft.data.dataset import DataError, ImageDataset
+from graft.files import read_json, write_json
+
+
+def content_hash(ds: ImageDataset) -> str:
+    h = hashlib.sha256()
+    h.update(ds.images.contiguous().numpy().tobytes())
+    h.update(ds.labels.contiguous().numpy().tobytes())
+    h.update("\0".join(ds.classes).encode())
+    return h.hexdigest()[:16]
+
+
+def save_dataset(path: Path, ds: ImageDataset, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write `<path>.safetensors` and `<path>.json`; returns the sidecar."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"images": ds.images.contiguous(), "labels": ds.labels.contiguous()}, str(path.with_suffix(".safetensors")))
+    sidecar = {
+        "classes": ds.classes,
+        "count": len(ds),
+        "per_class": {c: int((ds.labels == i).sum()) for i, c in enumerate(ds.classes)},
+        "shape": list(ds.images.shape[1:]),
+        "hash": content_hash(ds),
+        **(meta or {}),
+    }
+    write_json(path.with_suffix(".json"), sidecar)
+    return sidecar
+
+
+def load_dataset(path: Path) -> ImageDataset:
+    from safetensors.torch import load_file
+
+    tensors_file, sidecar_file = path.with_suffix(".safetensors"), path.with_suffix(".json")
+    for f in (tensors_file, sidecar_file):
+        if not f.exists():
+            raise DataError(f"{f}: missing; run the stage that writes it (graft run, or dvc repro)")
+    tensors = load_file(str(tensors_file))
+    return ImageDataset(tensors["images"], tensors["labels"], read_json(sidecar_file)["classes"])

@@ -1,0 +1,50 @@
+"""Small file helpers: atomic writes, JSON, content hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via temp file + fsync + rename, so a crash never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(Path(path), (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def _ignored(path: Path) -> bool:
+    """Bytecode caches are not inputs (and .dvcignore hides them from DVC too)."""
+    return "__pycache__" in path.parts or path.suffix == ".pyc"
+
+
+def hash_paths(paths: list[Path]) -> str:
+    """sha256 over the names and contents of the files (directories walked in sorted order)."""
+    h = hashlib.sha256()
+    for top in paths:
+        top = Path(top)
+        files = sorted(p for p in top.rglob("*") if p.is_file() and not _ignored(p)) if top.is_dir() else [top]
+        for f in files:
+            if not f.exists():
+                h.update(f"missing:{f}".encode())
+                continue
+            h.update(str(f.relative_to(top.parent) if top.is_dir() else f.name).encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,50 @@
+"""evaluate: score the fine-tuned model and the from-scratch control on the same target test set."""
+
+from __future__ import annotations
+
+import csv
+
+from graft import tracking
+from graft.config import Params
+from graft.files import write_json
+from graft.metrics import classification_report
+from graft.models.io import load_classifier
+from graft.paths import Paths
+from graft.report import say
+from graft.training.common import load_domain, setup_torch
+from graft.training.loop import predict_logits
+
+
+def run(params: Params, paths: Paths) -> dict:
+    device = setup_torch(params)
+    data, manifest = load_domain(paths, "target")
+    test = data["test"]
+    reports, predictions = {}, {}
+    for name in ("finetuned", "baseline"):
+        model, meta = load_classifier(paths.model(name))
+        if meta["classes"] != test.classes:
+            raise ValueError(f"{paths.model(name)} predicts {meta['classes']}, but the target test set has {test.classes}")
+        logits = predict_logits(model.to(device), test.images, params.train.eval_batch_size, device)
+        reports[name] = classification_report(logits, test.labels, test.classes, params.evaluate.calibration_bins)
+        predictions[name] = logits.argmax(1)
+
+    ft, bl = reports["finetuned"], reports["baseline"]
+    metrics = {
+        "test_acc": ft["accuracy"], "test_macro_f1": ft["macro_f1"], "test_ece": ft["ece"],
+        "baseline_test_acc": bl["accuracy"], "baseline_test_macro_f1": bl["macro_f1"],
+        # Percentage points the pretrained backbone is worth over training from scratch.
+        "transfer_gain": 100.0 * (ft["accuracy"] - bl["accuracy"]),
+        "test_examples": len(test), "test_hash": manifest["hashes"]["test"],
+    }
+    write_json(paths.metric("evaluate"), {**{k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()},
+                                          "per_class": ft["per_class"], "baseline_per_class": bl["per_class"]})
+    paths.plot("confusion").parent.mkdir(parents=True, exist_ok=True)
+    with open(paths.plot("confusion"), "w", newline="") as f:  # one row per example: DVC's confusion template
+        writer = csv.writer(f)
+        writer.writerow(["actual", "predicted"])
+        for actual, predicted in zip(test.labels.tolist(), predictions["finetuned"].tolist()):
+            writer.writerow([test.classes[actual], test.classes[predicted]])
+    tracking.log_dict(ft["per_class"], "per_class_report.json")
+    say(f"evaluate: fine-tuned {ft['accuracy']:.3f}, from scratch {bl['accuracy']:.3f}, "
+        f"transfer gain {metrics['transfer_gain']:+.1f} points on {len(test)} test images")
+    return {k: v for k, v in metrics.items() if k != "test_hash"}

@@ -1,0 +1,55 @@
+"""What every training stage does the same way: torch set-up, recipes from params, writing results."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+
+from graft.config import OptimParams, Params
+from graft.data.dataset import ImageDataset
+from graft.data.store import load_dataset
+from graft.files import read_json, write_json
+from graft.paths import Paths
+from graft.training.loop import Recipe, resolve_device
+
+
+def setup_torch(params: Params) -> torch.device:
+    if params.train.threads:
+        torch.set_num_threads(params.train.threads)
+    # Bit-identical reruns on the same machine and build (DESIGN: determinism).
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return resolve_device(params.train.device)
+
+
+def recipe_from(optim: OptimParams, params: Params, *, lr: float | None = None, weight_decay: float | None = None,
+                train_bn: bool = True) -> Recipe:
+    return Recipe(epochs=optim.epochs, lr=lr if lr is not None else optim.lr, optimizer=optim.optimizer,
+                  weight_decay=weight_decay if weight_decay is not None else optim.weight_decay,
+                  momentum=optim.momentum, schedule=optim.schedule, batch_size=params.train.batch_size,
+                  eval_batch_size=params.train.eval_batch_size, train_bn=train_bn)
+
+
+def load_domain(paths: Paths, domain: str) -> tuple[dict[str, ImageDataset], dict]:
+    folder = paths.prepared(domain)
+    manifest_file = folder / "manifest.json"
+    if not manifest_file.exists():
+        raise FileNotFoundError(f"{manifest_file}: missing; run `graft run` (or `graft stage prepare`) first")
+    return {name: load_dataset(folder / name) for name in ("train", "val", "test")}, read_json(manifest_file)
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(history[0]) if history else ["epoch"]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})
+    tmp.replace(path)
+
+
+def write_metrics(path: Path, metrics: dict) -> None:
+    write_json(path, {k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()})

@@ -1,0 +1,5 @@
+"""Prefect task for the `finetune` stage (graft/stages/finetune.py)."""
+
+from tasks import stage_task
+
+finetune = stage_task("finetune")

@@ -68,7 +68,7 @@ def _fail(message: str, code: int = 2) -> int:
 
 def cmd_run(args, root: Path) -> int:
     from graft.config import apply_overrides
-    from graft.dag import downstream, load_dag, stale_stages
+    from graft.dag import downstream, load_dag, missing_params, stale_stages
     from graft.paths import Paths
     from graft.summary import render, save_stage_statuses
 
@@ -77,6 +77,10 @@ def cmd_run(args, root: Path) -> int:
     for o in args.overrides:
         print(f"params.yaml: set {o}")
     dag = load_dag(paths.root)
+    missing = missing_params(paths.root, dag)
+    if missing:
+        return _fail("params.yaml lacks keys that dvc.yaml declares (DVC needs them written out): "
+                     + ", ".join(missing) + ". Add them; graft/config.py documents each default.")
     if args.force and args.force not in dag:
         return _fail(f"--force {args.force!r}: no such stage; stages: {', '.join(dag)}")
 

@@ -6,12 +6,14 @@ the CLI can answer quickly; DVC itself is imported only to ask for status or to 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from graft.errors import GraftError
 from graft.files import hash_paths
 
 
@@ -81,10 +83,20 @@ def input_fingerprint(root: Path, decl: StageDecl) -> str:
     return h.hexdigest()
 
 
+class DvcError(GraftError):
+    """DVC refused: an invalid dvc.yaml, a missing dependency, a locked repository…"""
+
+
+@contextmanager
 def _repo(root: Path):
+    from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
-    return Repo(str(root))
+    try:
+        with Repo(str(root)) as repo:
+            yield repo
+    except DvcException as e:
+        raise DvcError(f"DVC: {e}") from e
 
 
 def stale_stages(root: Path, targets: list[str] | None = None) -> dict[str, list[str]]:
@@ -108,8 +120,22 @@ def stale_stages(root: Path, targets: list[str] | None = None) -> dict[str, list
     return stale
 
 
+def missing_params(root: Path, dag: dict[str, StageDecl]) -> list[str]:
+    """Params that dvc.yaml declares but params.yaml lacks (DVC needs every one written out)."""
+    raw = yaml.safe_load((Path(root) / "params.yaml").read_text()) or {}
+    missing = []
+    for decl in dag.values():
+        for key in decl.params:
+            if _select(raw, key) is None and key not in missing:
+                missing.append(f"{key} (read by {decl.name})")
+    return missing
+
+
 def commit_stage(root: Path, stage: str) -> None:
     """Record the stage's current deps, params and outs in dvc.lock (and its outs in the DVC cache)."""
+    import logging
+
+    logging.getLogger("dvc").setLevel(logging.WARNING)  # its "Updating lock file" lines are noise here
     with _repo(root) as repo:
         repo.commit(stage, force=True)
 

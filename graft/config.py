@@ -201,16 +201,27 @@ class Params(Section):
 
 # ---------------------------------------------------------------- loading
 
-def _allowed_keys(model: type[BaseModel] | None, loc: tuple) -> list[str]:
+SOURCE_KINDS = {"synthetic": SyntheticSource, "imagefolder": ImageFolderSource, "idx": IdxSource,
+                "torchvision": TorchvisionSource}
+
+
+def _allowed_keys(raw: Any, loc: tuple) -> list[str]:
     """The field names allowed at `loc` (for "did you mean" on unknown keys)."""
+    model: type[BaseModel] | None = Params
     for part in loc:
         if model is None or isinstance(part, int):
             return []
         field = model.model_fields.get(part)
+        raw = raw.get(part) if isinstance(raw, dict) else None
         if field is None:
             return []
         ann = field.annotation
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        elif field.discriminator == "kind":  # a data source: its kind says which fields it has
+            model = SOURCE_KINDS.get(raw.get("kind", "synthetic") if isinstance(raw, dict) else "synthetic")
+        else:
+            model = None
     return list(model.model_fields) if model is not None else []
 
 
@@ -220,7 +231,7 @@ def _format_error(err: dict, raw: dict, origin: str) -> str:
     value = err.get("input")
     if err["type"] == "extra_forbidden":
         parent = loc[:-1]
-        allowed = _allowed_keys(Params, parent) or []
+        allowed = _allowed_keys(raw, parent)
         hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         suggestion = f"; did you mean {'.'.join(map(str, parent + (hint[0],)))!r}?" if hint else ""
         return f"{origin}: unknown key {key!r}{suggestion} (allowed here: {', '.join(allowed)})"

@@ -6,7 +6,7 @@ the CLI can answer quickly; DVC itself is imported only to ask for status or to 
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import chdir, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,7 +93,8 @@ def _repo(root: Path):
     from dvc.repo import Repo
 
     try:
-        with Repo(str(root)) as repo:
+        # DVC resolves stage paths against the working directory, so talk to it from the repo root.
+        with chdir(root), Repo(str(root)) as repo:
             yield repo
     except DvcException as e:
         raise DvcError(f"DVC: {e}") from e

@@ -185,14 +185,13 @@ def champion_version(root: Path, name: str) -> dict | None:
         mv = client.get_model_version_by_alias(name, "champion")
     except MlflowException:
         return None
-    return {"version": mv.version, "source": mv.source, "tags": dict(mv.tags), "run_id": mv.run_id}
+    return {"version": str(mv.version), "source": mv.source, "tags": dict(mv.tags), "run_id": mv.run_id}
 
 
 def download_version_files(root: Path, source: str) -> Path:
     import mlflow.artifacts
 
     _quiet_env()
-    os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri(root))
     dst = Path(tempfile.mkdtemp(prefix="graft-champion-"))
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst),
                                                     tracking_uri=tracking_uri(root)))

@@ -96,14 +96,17 @@ def test_published_architecture_needs_three_channels():
 
 
 @pytest.mark.parametrize("arch", sorted(TORCHVISION_ARCHS))
-def test_published_architecture_takes_torchvision_state_dict(arch):
-    backbone = create_backbone(arch, in_channels=3, image_size=IMAGE_SIZE, adapt_stem=False)
-    published = getattr(torchvision.models, arch)(weights=None).state_dict()
-    result = backbone.model.load_state_dict(published, strict=False)
-    assert result.missing_keys == []
-    # Only the final ImageNet Linear is left over.
-    assert len(result.unexpected_keys) == 2
-    assert all(k.endswith(("weight", "bias")) for k in result.unexpected_keys)
+def test_published_architecture_matches_torchvision_state_dict(arch):
+    # Meta tensors: only names and shapes matter here, and building them is nearly free.
+    with torch.device("meta"):
+        backbone = create_backbone(arch, in_channels=3, image_size=IMAGE_SIZE, adapt_stem=False)
+        published = getattr(torchvision.models, arch)(weights=None)
+    ours = {k: v.shape for k, v in backbone.model.state_dict().items()}
+    theirs = {k: v.shape for k, v in published.state_dict().items()}
+    left_over = sorted(theirs.keys() - ours.keys())
+    # Only the final ImageNet Linear is gone; everything else loads as published.
+    assert len(left_over) == 2 and all(theirs[k][0] == 1000 for k in left_over)
+    assert ours == {k: v for k, v in theirs.items() if k not in left_over}
 
 
 def test_small_inputs_get_a_gentler_resnet_stem():

@@ -1,0 +1,121 @@
+"""End-to-end: the real Prefect flow, real `dvc repro` / `dvc status`, a real MLflow sqlite store, tiny data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from graft.cli import main as graft
+from graft.files import read_json
+from graft.tracking import tracking_uri
+from tests.conftest import dvc, run_cli
+
+pytestmark = pytest.mark.e2e
+
+STAGES = ["ingest", "prepare", "pretrain", "replace_head", "finetune", "baseline", "evaluate", "register"]
+
+
+def statuses(ws):
+    return {k: v["status"] for k, v in read_json(ws / ".graft/last_run.json").items()}
+
+
+def ran(ws):
+    return [k for k, v in statuses(ws).items() if v == "ran"]
+
+
+def assert_dvc_clean(ws):
+    out = dvc(ws, "status").stdout
+    assert "up to date" in out, out
+
+
+def test_graft_run_records_everything_and_dvc_agrees(workspace, prefect_server, capsys):
+    ws = workspace
+    assert graft(["-C", str(ws), "run"]) == 0
+    out = capsys.readouterr().out
+    assert ran(ws) == STAGES
+    for line in ("transfer gain", "target accuracy, fine-tuned", "registered model", "make ui"):
+        assert line in out, line
+    assert_dvc_clean(ws)
+
+    # Nothing stale: graft says so without importing torch, Prefect or MLflow.
+    probe = ("import sys; from graft.cli import main; rc = main(['-C', sys.argv[1], 'run']); "
+             "print('HEAVY', sorted(m for m in ('torch', 'prefect', 'mlflow') if m in sys.modules)); sys.exit(rc)")
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", probe, str(ws)], capture_output=True, text=True, check=True)
+    assert "up to date" in proc.stdout and "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
+
+    # MLflow: one parent run with a nested run per stage, per-epoch losses, a champion.
+    client = MlflowClient(tracking_uri(ws))
+    exp = client.get_experiment_by_name("graft")
+    parents = client.search_runs([exp.experiment_id], "tags.`graft.kind` = 'pipeline'")
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.data.tags["graft.git_commit"] != "unknown" and parent.data.tags["graft.data_hash"]
+    assert parent.data.params["finetune.lr"] == "0.001"
+    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(r.data.tags["graft.stage"] for r in children) == sorted(STAGES)
+    finetune_run = next(r for r in children if r.data.tags["graft.stage"] == "finetune")
+    losses = client.get_metric_history(finetune_run.info.run_id, "train_loss")
+    assert [m.step for m in losses] == [1, 2]
+    assert float(finetune_run.data.params["finetune.lr"]) == 0.001
+    champion = client.get_model_version_by_alias("graft-classifier", "champion")
+    assert str(champion.version) == "1"
+
+    # An override reruns only what depends on it; baseline and pretrain are untouched.
+    assert graft(["-C", str(ws), "run", "-S", "finetune.lr=0.002"]) == 0
+    assert ran(ws) == ["finetune", "evaluate", "register"]
+    assert yaml.safe_load((ws / "params.yaml").read_text())["finetune"]["lr"] == 0.002
+    assert_dvc_clean(ws)
+    repro = dvc(ws, "repro").stdout
+    assert "didn't change" in repro or "up to date" in repro, repro
+    assert "Running stage" not in repro, repro
+
+    # --force reruns a stage and everything downstream of it.
+    assert graft(["-C", str(ws), "run", "--force", "evaluate"]) == 0
+    assert ran(ws) == ["evaluate", "register"]
+
+
+def test_dvc_repro_then_graft_run_has_nothing_to_do(workspace):
+    ws = workspace
+    out = dvc(ws, "repro").stdout
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in out, stage
+    assert (ws / "metrics/evaluate.json").exists()
+    proc = run_cli(ws, "run")
+    assert "up to date" in proc.stdout, proc.stdout
+
+    # Stage runs of one `dvc repro` are grouped under one pipeline run.
+    client = MlflowClient(tracking_uri(ws))
+    exp = client.get_experiment_by_name("graft")
+    stage_runs = client.search_runs([exp.experiment_id], "tags.`graft.kind` = 'stage'")
+    assert len(stage_runs) == len(STAGES)
+    assert len({r.data.tags["graft.pipeline_run_id"] for r in stage_runs}) == 1
+    assert len({r.data.tags["mlflow.parentRunId"] for r in stage_runs}) == 1
+
+    # A params edit, then dvc repro: graft run again has nothing to do.
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["baseline"]["lr"] = 0.01
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = dvc(ws, "repro").stdout
+    assert "Running stage 'baseline'" in out and "Running stage 'pretrain'" not in out
+    assert "up to date" in run_cli(ws, "run").stdout
+
+
+def test_dry_run_lists_without_running(workspace):
+    proc = run_cli(workspace, "run", "--dry-run")
+    assert "would run  ingest" in proc.stdout
+    assert not (workspace / "data/raw").exists()
+
+
+def test_bad_params_rejected_before_any_work(workspace):
+    proc = run_cli(workspace, "run", "-S", "finetune.lrr=0.1", check=False)
+    assert proc.returncode != 0
+    assert "unknown key 'finetune.lrr'" in proc.stderr and "did you mean 'finetune.lr'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "lrr" not in (workspace / "params.yaml").read_text()
+    assert not (workspace / "data/raw").exists()

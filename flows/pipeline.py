@@ -17,7 +17,7 @@ from graft.lineage import run_tags
 from graft.paths import Paths
 from graft.report import say, warn
 from graft.stages import STAGES
-from graft.summary import save_stage_statuses
+from graft.summary import key_metrics, save_stage_statuses
 from tasks.baseline import baseline
 from tasks.evaluate import evaluate
 from tasks.finetune import finetune
@@ -44,6 +44,8 @@ def open_tracking_run(root: str, experiment: str, pipeline_id: str, params: dict
 
 @task(name="close-tracking-run", retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
 def close_tracking_run(root: str, run_id: str, failed: bool) -> None:
+    if not failed:
+        tracking.log_summary(run_id, Path(root), key_metrics(Paths.at(root)))
     tracking.end_run(Path(root), run_id, failed)
 
 

@@ -20,6 +20,15 @@ def save_stage_statuses(paths: Paths, statuses: dict[str, dict]) -> None:
     write_json(paths.state / "last_run.json", statuses)
 
 
+def key_metrics(paths: Paths) -> dict[str, float]:
+    """The headline numbers of the last run (logged on the parent MLflow run too)."""
+    pre, ev = _load(paths.metric("pretrain")), _load(paths.metric("evaluate"))
+    picked = {"source_test_acc": pre.get("source_test_acc"), "test_acc": ev.get("test_acc"),
+              "test_macro_f1": ev.get("test_macro_f1"), "baseline_test_acc": ev.get("baseline_test_acc"),
+              "transfer_gain": ev.get("transfer_gain")}
+    return {k: v for k, v in picked.items() if isinstance(v, (int, float))}
+
+
 def render(paths: Paths, statuses: dict[str, dict] | None = None) -> str:
     """A plain-text table: each stage (ran / up to date, time), then the key metrics and the registered model."""
     statuses = statuses if statuses is not None else _load(paths.state / "last_run.json")

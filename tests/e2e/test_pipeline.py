@@ -57,6 +57,8 @@ def test_graft_run_records_everything_and_dvc_agrees(workspace, prefect_server, 
     parent = parents[0]
     assert parent.data.tags["graft.git_commit"] != "unknown" and parent.data.tags["graft.data_hash"]
     assert parent.data.params["finetune.lr"] == "0.001"
+    evaluation = read_json(ws / "metrics/evaluate.json")
+    assert parent.data.metrics["transfer_gain"] == pytest.approx(evaluation["transfer_gain"], abs=1e-4)
     children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert sorted(r.data.tags["graft.stage"] for r in children) == sorted(STAGES)
     finetune_run = next(r for r in children if r.data.tags["graft.stage"] == "finetune")

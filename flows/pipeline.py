@@ -10,14 +10,15 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from graft import tracking
-from graft.config import load_params
+from graft.config import Params, load_params
+from graft.runner import record_pipeline
 from graft.errors import GraftError
 from graft.dag import commit_stage, downstream, input_fingerprint, load_dag, stale_stages
 from graft.lineage import run_tags
 from graft.paths import Paths
 from graft.report import say, warn
 from graft.stages import STAGES
-from graft.summary import key_metrics, save_stage_statuses
+from graft.summary import save_stage_statuses
 from tasks.baseline import baseline
 from tasks.evaluate import evaluate
 from tasks.finetune import finetune
@@ -43,10 +44,22 @@ def open_tracking_run(root: str, experiment: str, pipeline_id: str, params: dict
 
 
 @task(name="close-tracking-run", retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
-def close_tracking_run(root: str, run_id: str, failed: bool) -> None:
+def close_tracking_run(root: str, run_id: str, failed: bool, params: Params, tags: dict) -> None:
     if not failed:
-        tracking.log_summary(run_id, Path(root), key_metrics(Paths.at(root)))
+        record_pipeline(params, Path(root), run_id, tags)
     tracking.end_run(Path(root), run_id, failed)
+
+
+def prefect_ui_tag(flow_run_id: str | None) -> dict[str, str]:
+    """A link to this flow run in the Prefect UI, when a persistent server serves one."""
+    import os
+
+    from prefect.settings import PREFECT_UI_URL
+
+    ui = PREFECT_UI_URL.value()
+    if not (flow_run_id and ui and os.environ.get("PREFECT_API_URL")):
+        return {}  # a temporary server's UI is gone when the run ends
+    return {"graft.prefect_flow_run_url": f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}"}
 
 
 @flow(name="graft-pipeline", log_prints=True)
@@ -60,8 +73,10 @@ def pipeline(root: str = ".", force: str | None = None) -> dict:
     from prefect.runtime import flow_run
 
     flow_run_id = flow_run.id
+    tags = run_tags(paths.root, pipeline_id, flow_run_id)
+    tags.update(prefect_ui_tag(flow_run_id))
     parent = open_tracking_run(str(paths.root), params.tracking.experiment, pipeline_id,
-                               params.model_dump(mode="json"), run_tags(paths.root, pipeline_id, flow_run_id))
+                               params.model_dump(mode="json"), tags)
     statuses: dict[str, dict] = {}
     failed = True
     try:
@@ -85,7 +100,8 @@ def pipeline(root: str = ".", force: str | None = None) -> dict:
     finally:
         save_stage_statuses(paths, statuses)
         try:
-            close_tracking_run(str(paths.root), parent, failed)
+            # Tags again: the data hash is known only once ingest is recorded in dvc.lock.
+            close_tracking_run(str(paths.root), parent, failed, params, run_tags(paths.root, pipeline_id, flow_run_id))
         except Exception as e:  # noqa: BLE001 - never hide the stage's own error behind a tracking one
             warn(f"could not close the MLflow run {parent}: {e}")
     return statuses

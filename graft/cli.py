@@ -144,6 +144,11 @@ def cmd_stage(args, root: Path) -> int:
         parent = tracking.start_pipeline_run(paths.root, params.tracking.experiment, pipeline_id,
                                              params.model_dump(mode="json"), run_tags(paths.root, pipeline_id))
     summary = run_stage(args.name, params, paths.root, parent, pipeline_id)
+    if args.name == STAGES[-1]:
+        from graft.lineage import run_tags
+        from graft.runner import record_pipeline
+
+        record_pipeline(params, paths.root, parent, run_tags(paths.root, pipeline_id))
     tracking.end_run(paths.root, parent)
     print(f"{args.name}: done in {summary['seconds']:.1f}s")
     return 0

@@ -7,13 +7,14 @@ starts; unknown keys are rejected with a "did you mean" suggestion.
 from __future__ import annotations
 
 import difflib
+import re
 import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
 from graft.errors import GraftError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(GraftError, ValueError):
@@ -144,29 +145,113 @@ class PrepareParams(Section):
     target_test_per_class: int = Field(50, ge=1, description="Target test images per class.")
 
 
+class AugmentParams(Section):
+    """Per-sample augmentation of the uint8 training images (torchvision.transforms.v2); each part can be off."""
+
+    crop_padding: int = Field(0, ge=0, le=64, description="Padded random crop: reflect-pad each side by this many "
+                                                             "pixels, then crop back to size; 0 switches it off.")
+    flip: bool = Field(False, description="Random horizontal flip (half the images).")
+    trivial_augment: bool = Field(False, description="TrivialAugmentWide: one random op at a random strength per image.")
+
+
+SCHEDULES = ("cosine", "constant", "one_cycle", "warmup_cosine")
+
+
 class OptimParams(Section):
+    """How a stage trains; shared by pretrain and finetune (the baseline reuses finetune's, see dvc.yaml)."""
+
     epochs: int = Field(10, ge=1, description="Training epochs.")
     lr: float = Field(1e-3, gt=0.0, le=10.0, description="Peak learning rate.")
-    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="adamw, or sgd with momentum.")
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="adamw, or sgd with (Nesterov) momentum.")
     weight_decay: float = Field(5e-4, ge=0.0, description="Not applied to norms and biases.")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum.")
-    schedule: Literal["cosine", "constant"] = Field("cosine", description="Learning-rate schedule over the epochs.")
+    schedule: Literal[SCHEDULES] = Field(
+        "cosine", description="Learning rate over each training phase: cosine (to zero), constant, one_cycle "
+                              "(warm up from lr/25, anneal to lr/1e4, as fastai's fit_one_cycle) or warmup_cosine "
+                              "(linear warm-up, then cosine).")
+    warmup: float = Field(0.25, ge=0.0, lt=1.0, description="Share of each phase spent warming up (one_cycle, "
+                                                             "warmup_cosine; fastai's pct_start).")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing of the training loss.")
+    grad_clip: float = Field(5.0, ge=0.0, description="Clip the gradient norm to this; 0 switches clipping off.")
+    augment: AugmentParams = Field(default_factory=AugmentParams, description="Augmentation of the training images.")
+    keep: Literal["last", "best"] = Field("last", description="Which weights the stage writes: the last epoch's, or "
+                                                              "the best epoch's by `monitor` on the validation set.")
+    monitor: Literal["val_acc", "val_loss"] = Field("val_acc", description="Validation metric for keep: best and "
+                                                                           "early stopping (val_acc ties go to the "
+                                                                           "lower val_loss).")
+    patience: int = Field(0, ge=0, description="Stop after this many epochs without improvement of `monitor` "
+                                               "(never in a frozen phase that is followed by another); 0: never.")
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0, description="Exponential moving average of the weights (e.g. "
+                                                              "0.99); validation and the written weights use it. "
+                                                              "0 switches it off.")
+
+
+WEIGHTS_HELP = ("train, torchvision:<Arch>_Weights.<NAME> (e.g. torchvision:ResNet18_Weights.IMAGENET1K_V1), or the "
+                "path of a local .safetensors / .pt / .pth file (keep it under data/weights/, a DVC dependency)")
+WEIGHT_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 
 class PretrainParams(OptimParams):
-    weights: Literal["train"] = Field("train", description="train: pretrain on the source domain.")
+    weights: str = Field("train", description="Where the backbone comes from: " + WEIGHTS_HELP + ".")
+    input_size: int | None = Field(None, ge=8, le=1024, description="Imported weights only: the side the backbone "
+                                                                    "sees (the model resizes its inputs). null: the "
+                                                                    "published size (224) for the published "
+                                                                    "architecture, else data.image_size.")
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_form(cls, v: str) -> str:
+        if v == "train" or Path(v).suffix.lower() in WEIGHT_FILE_SUFFIXES:
+            return v
+        if v.startswith("torchvision:"):
+            name = v.split(":", 1)[1]
+            if re.fullmatch(r"[A-Za-z0-9_]+_Weights\.[A-Za-z0-9_]+", name):
+                return v
+        raise ValueError(f"expected {WEIGHTS_HELP}")
+
+    @model_validator(mode="after")
+    def _input_size_needs_import(self) -> "PretrainParams":
+        if self.input_size is not None and self.weights == "train":
+            raise ValueError("input_size applies to imported weights only; with weights: train, the backbone sees "
+                             "data.image_size (set input_size: null)")
+        return self
 
 
 class ReplaceHeadParams(Section):
     head: HeadParams = Field(default_factory=HeadParams, description="The new head grafted onto the backbone.")
 
 
+STRATEGIES = ("full", "linear_probe", "gradual_unfreeze")
+
+
 class FinetuneParams(OptimParams):
-    strategy: Literal["full", "linear_probe"] = Field("full", description="full: everything trains; linear_probe: backbone frozen.")
-    train_bn: bool = Field(True, description="When false, frozen BatchNorm layers stay in eval mode.")
+    strategy: Literal[STRATEGIES] = Field(
+        "full", description="full: everything trains; linear_probe: the backbone stays frozen; gradual_unfreeze: "
+                            "the head trains alone for freeze_epochs, then everything (fastai's fine_tune).")
+    freeze_epochs: int = Field(1, ge=1, description="gradual_unfreeze: epochs with the backbone frozen, counted in "
+                                                    "`epochs` (fastai's default is 1).")
+    unfrozen_lr_factor: float = Field(0.5, gt=0.0, le=10.0, description="gradual_unfreeze: the peak rate after "
+                                                                        "unfreezing is lr × this (fastai halves it).")
+    layer_decay: float = Field(1.0, gt=0.0, le=1.0, description="Discriminative rates: the head trains at the "
+                                                                "scheduled rate and each backbone layer group "
+                                                                "below it at this factor of the group above (timm's "
+                                                                "layer_decay; fastai's lr_mult=M over G groups is "
+                                                                "M**(-1/(G-1))). 1: one rate for all.")
+    train_bn: bool = Field(True, description="When false, frozen BatchNorm layers stay in eval mode, so their "
+                                             "running statistics do not drift.")
+
+    @model_validator(mode="after")
+    def _freeze_within_epochs(self) -> "FinetuneParams":
+        if self.strategy == "gradual_unfreeze" and self.freeze_epochs >= self.epochs:
+            raise ValueError(f"freeze_epochs ({self.freeze_epochs}) must be below epochs ({self.epochs}) for "
+                             f"gradual_unfreeze, or nothing is ever unfrozen; use linear_probe for that")
+        return self
 
 
 class BaselineParams(Section):
+    """The from-scratch control trains as finetune does (epochs, optimizer, schedule, augmentation, ...), with its
+    own learning rate and weight decay: only pretraining differs."""
+
     lr: float = Field(3e-3, gt=0.0, le=10.0, description="Learning rate of the from-scratch control.")
     weight_decay: float = Field(5e-4, ge=0.0, description="Weight decay of the from-scratch control.")
 

@@ -27,3 +27,19 @@ def run_stage(name: str, params: Params, root: Path, parent_run_id: str | None, 
         summary = stage.run(params, paths)
         tracking.log_summary(run_id, paths.root, summary)
     return {**summary, "seconds": round(time.perf_counter() - start, 2)}
+
+
+def record_pipeline(params: Params, root: Path, parent_run_id: str, tags: dict[str, str]) -> None:
+    """What a parent run keeps so the pipeline can be read and rerun: params.yaml, dvc.lock,
+    the metrics files, a model card, and the headline metrics."""
+    from graft.modelcard import model_card
+    from graft.summary import key_metrics
+
+    paths = Paths.at(root)
+    tracking.set_tags(parent_run_id, paths.root, tags)
+    files = [f for f in (paths.params, paths.root / "dvc.lock") if f.exists()]
+    tracking.log_artifacts(parent_run_id, paths.root, files, "pipeline")
+    metrics = [f for f in sorted(paths.metrics.glob("*.json"))]
+    tracking.log_artifacts(parent_run_id, paths.root, metrics, "metrics")
+    tracking.log_text(parent_run_id, paths.root, model_card(params, paths, tags), "model_card.md")
+    tracking.log_summary(parent_run_id, paths.root, key_metrics(paths))

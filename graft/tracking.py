@@ -174,43 +174,138 @@ def active_run_id() -> str | None:
     return _active["run_id"]
 
 
-# ---------------------------------------------------------------- model registry
+def log_artifact(path: Path, artifact_path: str | None = None) -> None:
+    """A file on the active stage run (no-op without one)."""
+    if _active["run_id"] is None:
+        return
+    _active["client"].log_artifact(_active["run_id"], str(path), artifact_path)
+
+
+def set_tags(run_id: str, root: Path, tags: dict[str, str]) -> None:
+    from mlflow.entities import RunTag
+
+    client_for(root).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def log_text(run_id: str, root: Path, text: str, artifact_file: str) -> None:
+    client_for(root).log_text(run_id, text, artifact_file)
+
+
+# ---------------------------------------------------------------- models and the registry
+
+def parse_model_uri(uri: str) -> tuple[str, str]:
+    """`models:/<name>@<alias>` or `models:/<name>/<version>` -> (name, alias-or-version)."""
+    if not uri.startswith("models:/"):
+        raise TrackingError(f"{uri!r}: expected models:/<name>@<alias> or models:/<name>/<version>")
+    rest = uri[len("models:/"):]
+    if "@" in rest:
+        name, ref = rest.split("@", 1)
+    elif "/" in rest:
+        name, ref = rest.rsplit("/", 1)
+    else:
+        raise TrackingError(f"{uri!r}: name an alias (@champion) or a version (/3)")
+    if not name or not ref:
+        raise TrackingError(f"{uri!r}: expected models:/<name>@<alias> or models:/<name>/<version>")
+    return name, ref
+
+
+def resolve_version(root: Path, uri: str) -> dict:
+    """Everything the registry knows of one model version, found by alias or number."""
+    from mlflow.exceptions import MlflowException
+
+    name, ref = parse_model_uri(uri)
+    client = client_for(root)
+    try:
+        mv = client.get_model_version(name, ref) if ref.isdigit() else client.get_model_version_by_alias(name, ref)
+    except MlflowException as e:
+        raise TrackingError(f"{uri}: not found in {tracking_uri(root)} ({e.message.splitlines()[0]})") from None
+    return {"name": name, "version": str(mv.version), "source": mv.source, "run_id": mv.run_id,
+            "tags": dict(mv.tags), "aliases": sorted(mv.aliases), "created_ms": mv.creation_timestamp}
+
 
 def champion_version(root: Path, name: str) -> dict | None:
-    """The current champion of registered model `name`: {"version", "source", "tags"}, or None."""
-    from mlflow.exceptions import MlflowException
-
-    client = client_for(root)
+    """The current champion of registered model `name`, or None."""
     try:
-        mv = client.get_model_version_by_alias(name, "champion")
-    except MlflowException:
+        return resolve_version(root, f"models:/{name}@champion")
+    except TrackingError:
         return None
-    return {"version": str(mv.version), "source": mv.source, "tags": dict(mv.tags), "run_id": mv.run_id}
 
 
-def download_version_files(root: Path, source: str) -> Path:
-    import mlflow.artifacts
+@contextmanager
+def _fluent(root: Path):
+    """MLflow's fluent API pointed at this store, for the calls that exist only there.
 
+    mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI (and the registry one) to the
+    environment; restore them so that graft's own choice of store, and child processes, are
+    not silently redirected to whichever store was used last.
+    """
     _quiet_env()
-    dst = Path(tempfile.mkdtemp(prefix="graft-champion-"))
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst),
-                                                    tracking_uri=tracking_uri(root)))
+    import mlflow
 
-
-def register_version(root: Path, name: str, run_id: str, files: list[Path], tags: dict[str, str]) -> str:
-    """Log `files` under `model/` of the run and register them as a new version of `name`."""
-    from mlflow.exceptions import MlflowException
-
-    client = client_for(root)
-    for f in files:
-        client.log_artifact(run_id, str(f), "model")
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(tracking_uri(root))
+    mlflow.set_registry_uri(tracking_uri(root))
     try:
-        client.create_registered_model(name, description="graft fine-tuned image classifier")
-    except MlflowException:
-        pass  # already registered
-    source = f"{client.get_run(run_id).info.artifact_uri}/model"
-    mv = client.create_model_version(name, source, run_id=run_id, tags=tags)
+        yield mlflow
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def log_classifier(root: Path, run_id: str, model, classes: list[str], channels: int, image_size: int) -> str:
+    """Log the model with mlflow.pytorch (pt2: a traced graph, no pickled code) so that
+    `mlflow.pyfunc.load_model(...).predict(uint8 N×C×H×W)` returns class probabilities.
+
+    Preprocessing travels inside: the graft classifier takes raw uint8 and normalises itself.
+    """
+    import numpy as np
+    import torch
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    import mlflow
+    import mlflow.pytorch
+
+    class Probabilities(torch.nn.Module):
+        def __init__(self, classifier):
+            super().__init__()
+            self.classifier = classifier
+
+        def forward(self, images):
+            return self.classifier(images).softmax(dim=1)
+
+    wrapped = Probabilities(model.cpu().eval()).eval()
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, channels, image_size, image_size))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(classes)))]))
+    # Batch of 2: torch.export keeps a size-1 batch dimension static.
+    example = np.zeros((2, channels, image_size, image_size), dtype=np.uint8)
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}"]
+    with _fluent(root), mlflow.start_run(run_id=run_id):
+        info = mlflow.pytorch.log_model(wrapped, name="model", signature=signature, input_example=example,
+                                        serialization_format="pt2", pip_requirements=requirements,
+                                        metadata={"classes": classes, "image_size": image_size, "channels": channels})
+    return info.model_uri
+
+
+def register_version(root: Path, name: str, model_uri: str, tags: dict[str, str]) -> str:
+    import logging
+
+    logging.getLogger("mlflow.tracking._model_registry").setLevel(logging.WARNING)
+    with _fluent(root) as mlflow:
+        mv = mlflow.register_model(model_uri, name, tags=tags)
     return str(mv.version)
+
+
+def load_version_model(root: Path, name: str, version: str):
+    """The registered model as a pyfunc: `.predict(uint8 N×C×H×W) -> probabilities`."""
+    import mlflow.pyfunc
+
+    with _fluent(root):
+        return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
 
 
 def set_alias(root: Path, name: str, alias: str, version: str) -> None:
@@ -219,3 +314,39 @@ def set_alias(root: Path, name: str, alias: str, version: str) -> None:
 
 def version_aliases(root: Path, name: str, version: str) -> list[str]:
     return list(client_for(root).get_model_version(name, version).aliases)
+
+
+# ---------------------------------------------------------------- reading runs back
+
+def get_run(root: Path, run_id: str) -> dict:
+    run = client_for(root).get_run(run_id)
+    return {"run_id": run.info.run_id, "name": run.info.run_name, "status": run.info.status,
+            "start_ms": run.info.start_time, "tags": dict(run.data.tags), "params": dict(run.data.params),
+            "metrics": dict(run.data.metrics), "artifact_uri": run.info.artifact_uri}
+
+
+def pipeline_runs(root: Path, experiment: str, last: int) -> list[dict]:
+    """The last `last` finished pipeline (parent) runs, newest first."""
+    client = client_for(root)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = client.search_runs([exp.experiment_id], "tags.`graft.kind` = 'pipeline' and attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"], max_results=last)
+    return [get_run(root, r.info.run_id) for r in runs]
+
+
+def child_runs(root: Path, parent_run_id: str) -> list[dict]:
+    client = client_for(root)
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                              order_by=["attributes.start_time ASC"])
+    return [get_run(root, r.info.run_id) for r in runs]
+
+
+def download_run_file(root: Path, run_id: str, artifact_path: str, dst: Path) -> Path:
+    _quiet_env()
+    import mlflow.artifacts
+
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(dst),
+                                                    tracking_uri=tracking_uri(root)))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import csv
 
-from graft import tracking
+from graft import plots, tracking
 from graft.config import Params
 from graft.files import write_json
-from graft.metrics import classification_report
+from graft.metrics import classification_report, confusion_matrix
 from graft.models.io import load_classifier
 from graft.paths import Paths
 from graft.report import say
@@ -44,7 +44,16 @@ def run(params: Params, paths: Paths) -> dict:
         writer.writerow(["actual", "predicted"])
         for actual, predicted in zip(test.labels.tolist(), predictions["finetuned"].tolist()):
             writer.writerow([test.classes[actual], test.classes[predicted]])
-    tracking.log_dict(ft["per_class"], "per_class_report.json")
+    tracking.log_dict({"finetuned": ft["per_class"], "baseline": bl["per_class"]}, "per_class_report.json")
+    pictures = [
+        plots.confusion(confusion_matrix(test.labels, predictions["finetuned"], len(test.classes)).numpy(),
+                        test.classes, paths.plots / "confusion.png",
+                        title=f"fine-tuned model, target test set (accuracy {ft['accuracy']:.1%})"),
+        plots.learning_curves({name: plots.read_history(paths.plot(name)) for name in ("pretrain", "finetune", "baseline")},
+                              paths.plots / "learning_curves.png"),
+    ]
+    for picture in pictures:
+        tracking.log_artifact(picture, "plots")
     say(f"evaluate: fine-tuned {ft['accuracy']:.3f}, from scratch {bl['accuracy']:.3f}, "
         f"transfer gain {metrics['transfer_gain']:+.1f} points on {len(test)} test images")
     return {k: v for k, v in metrics.items() if k != "test_hash"}

@@ -1,35 +1,33 @@
 """register: add the fine-tuned model to the MLflow registry as `challenger`, and promote it to
-`champion` only if it beats the current champion on the same test examples (McNemar's test)."""
+`champion` only if it beats the current champion on the same test examples (McNemar's test).
+
+The champion is re-scored here, on the challenger's test split, through the registered model
+itself (the same pyfunc a deployment would load), never compared through old numbers."""
 
 from __future__ import annotations
 
+import json
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 
 from graft import tracking
 from graft.config import Params
 from graft.files import write_json
+from graft.lineage import run_tags
 from graft.metrics import mcnemar_one_sided
-from graft.models.io import ModelFileError, load_classifier, sidecar_path
+from graft.models.io import load_classifier, sidecar_path
 from graft.paths import Paths
 from graft.report import say
 from graft.training.common import load_domain, setup_torch
 from graft.training.loop import predict_logits
 
 
-def _correct(model, test, params: Params, device) -> torch.Tensor:
-    logits = predict_logits(model.to(device), test.images, params.train.eval_batch_size, device)
-    return logits.argmax(1) == test.labels
-
-
-def decide(challenger_correct: torch.Tensor, champion_correct: torch.Tensor | None, alpha: float,
-           reason_if_no_champion: str = "no champion yet") -> dict:
+def decide(challenger_correct: torch.Tensor, champion_correct: torch.Tensor | None, alpha: float) -> dict:
     """The promotion decision and its statistics; both vectors are over the same test examples."""
     decision = {"challenger_acc": challenger_correct.double().mean().item()}
     if champion_correct is None:
-        return {**decision, "promote": True, "reason": reason_if_no_champion}
+        return {**decision, "promote": True, "reason": "no champion yet"}
     stats = mcnemar_one_sided(challenger_correct, champion_correct)
     champion_acc = champion_correct.double().mean().item()
     diff = decision["challenger_acc"] - champion_acc
@@ -39,20 +37,22 @@ def decide(challenger_correct: torch.Tensor, champion_correct: torch.Tensor | No
     return {**decision, **stats, "champion_acc": champion_acc, "difference": diff, "promote": promote, "reason": reason}
 
 
-def _champion_correct(params: Params, paths: Paths, test, device) -> tuple[dict | None, torch.Tensor | None, str | None]:
-    """Re-score the current champion on the challenger's test split; (champion, correct, why not)."""
-    champion = tracking.champion_version(paths.root, params.tracking.model_name)
-    if champion is None:
-        return None, None, None
+def rescore_champion(paths: Paths, champion: dict, test) -> tuple[torch.Tensor | None, str | None]:
+    """(correct per test example, None), or (None, why the champion cannot be compared on these examples)."""
+    label = f"champion v{champion['version']}"
+    classes = json.loads(champion["tags"].get("graft.classes", "null"))
+    if classes != test.classes:
+        return None, (f"{label} predicts classes {classes}, the test set has {test.classes}; "
+                      f"the two cannot be compared on the same examples")
+    shape = list(test.images.shape[1:])
+    if json.loads(champion["tags"].get("graft.input_shape", "null")) != shape:
+        return None, f"{label} takes images of shape {champion['tags'].get('graft.input_shape')}, the test set has {shape}"
     try:
-        folder = tracking.download_version_files(paths.root, champion["source"])
-        model, meta = load_classifier(folder / "finetuned.safetensors")
-    except (ModelFileError, OSError, Exception) as e:  # noqa: BLE001 - any failure: do not promote blindly
-        return champion, None, f"champion v{champion['version']} could not be loaded ({e})"
-    if meta["classes"] != test.classes:
-        return champion, None, (f"champion v{champion['version']} predicts classes {meta['classes']}, the test set has "
-                                f"{test.classes}; the two cannot be compared on the same examples")
-    return champion, _correct(model, test, params, device), None
+        model = tracking.load_version_model(paths.root, champion["name"], champion["version"])
+        probs = torch.as_tensor(model.predict(test.images.numpy()))
+    except Exception as e:  # noqa: BLE001 - a champion we cannot run is never silently outranked
+        return None, f"{label} could not be loaded or run ({type(e).__name__}: {str(e)[:200]})"
+    return probs.argmax(1) == test.labels, None
 
 
 def run(params: Params, paths: Paths) -> dict:
@@ -60,24 +60,33 @@ def run(params: Params, paths: Paths) -> dict:
     data, manifest = load_domain(paths, "target")
     test = data["test"]
     weights = paths.model("finetuned")
-    challenger, _ = load_classifier(weights)
-    challenger_correct = _correct(challenger, test, params, device)
-    champion, champion_correct, cannot_compare = _champion_correct(params, paths, test, device)
+    challenger, meta = load_classifier(weights)
+    challenger_correct = predict_logits(challenger.to(device), test.images, params.train.eval_batch_size,
+                                        device).argmax(1) == test.labels
 
+    name = params.tracking.model_name
+    champion = tracking.champion_version(paths.root, name)
+    champion_correct, cannot_compare = rescore_champion(paths, champion, test) if champion else (None, None)
     if cannot_compare:
-        decision = {"challenger_acc": challenger_correct.double().mean().item(), "promote": False, "reason": cannot_compare}
+        decision = {"challenger_acc": challenger_correct.double().mean().item(), "promote": False,
+                    "reason": cannot_compare}
     else:
         decision = decide(challenger_correct, champion_correct, params.register.alpha)
     decision.update(test_examples=len(test), test_hash=manifest["hashes"]["test"],
                     previous_champion=champion["version"] if champion else None)
 
-    name = params.tracking.model_name
-    own_run = tracking.active_run_id() is None
+    own_run = tracking.active_run_id() is None  # called directly (tests): open a run of its own
     context = (tracking.stage_run(paths.root, params.tracking.experiment, "register", None, {}, {})
                if own_run else nullcontext(tracking.active_run_id()))
     with context as run_id:
-        tags = {f"graft.gate.{k}": str(v) for k, v in decision.items()}
-        version = tracking.register_version(paths.root, name, run_id, [weights, sidecar_path(weights)], tags)
+        tracking.log_artifacts(run_id, paths.root, [weights, sidecar_path(weights)], "weights")
+        model_uri = tracking.log_classifier(paths.root, run_id, challenger, meta["classes"],
+                                            channels=test.images.shape[1], image_size=test.images.shape[2])
+        lineage = run_tags(paths.root, tracking.get_run(paths.root, run_id)["tags"].get("graft.pipeline_run_id", ""))
+        tags = {**{f"graft.gate.{k}": str(v) for k, v in decision.items()}, **lineage,
+                "graft.classes": json.dumps(meta["classes"]), "graft.input_shape": json.dumps(list(test.images.shape[1:])),
+                "graft.strategy": str(meta.get("strategy"))}
+        version = tracking.register_version(paths.root, name, model_uri, tags)
         tracking.set_alias(paths.root, name, "challenger", version)
         if decision["promote"]:
             tracking.set_alias(paths.root, name, "champion", version)

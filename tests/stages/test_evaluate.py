@@ -29,3 +29,10 @@ def test_metrics_and_confusion(trained, tiny_params):
     assert len(rows) == 24
     correct = sum(r["actual"] == r["predicted"] for r in rows)
     assert correct / 24 == pytest.approx(metrics["test_acc"], abs=1e-6)
+
+
+def test_pictures_for_people(trained, tiny_params):
+    evaluate.run(tiny_params, trained)
+    for name in ("confusion.png", "learning_curves.png"):
+        data = (trained.plots / name).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 5000, name

@@ -59,3 +59,64 @@ def test_champion_with_other_classes_is_not_compared(finetuned, tiny_params):
 def test_decision_uses_paired_test(challenger, champion, promote):
     d = decide(torch.tensor(challenger, dtype=torch.bool), torch.tensor(champion, dtype=torch.bool), alpha=0.05)
     assert d["promote"] is promote
+
+
+def _constant_predictor(path, cls: int):
+    """Overwrite a classifier file with one that always predicts class `cls`."""
+    from graft.models.io import load_classifier, save_classifier
+
+    model, meta = load_classifier(path)
+    head = model.get_classifier()
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(-10.0)
+        head.bias[cls] = 10.0
+    save_classifier(path, model, meta["architecture"], meta["classes"], {"strategy": meta.get("strategy")})
+
+
+def test_clearly_better_challenger_is_promoted(finetuned, tiny_params):
+    from graft.models.io import load_classifier
+
+    weights = finetuned.model("finetuned")
+    real = weights.read_bytes(), weights.with_suffix(".json").read_bytes()
+    test_file = finetuned.prepared("target") / "test"
+    test = load_dataset(test_file)
+    challenger, _ = load_classifier(weights)
+    with torch.no_grad():
+        predictions = challenger.eval()(test.images).argmax(1)
+    # Score both on the same examples, labelled so that the challenger is right on every one and
+    # the champion (always the class the challenger predicts least) is right on at most a third.
+    save_dataset(test_file, ImageDataset(test.images, predictions.clone(), test.classes))
+    rarest = int(torch.bincount(predictions, minlength=len(test.classes)).argmin())
+    _constant_predictor(weights, rarest)
+    register.run(tiny_params, finetuned)  # the poor model becomes the first champion
+
+    weights.write_bytes(real[0])
+    weights.with_suffix(".json").write_bytes(real[1])
+    register.run(tiny_params, finetuned)
+    decision = read_json(finetuned.metric("register"))
+    assert decision["challenger_acc"] == 1.0 and decision["champion_acc"] <= 1 / 3 + 1e-9
+    assert decision["promote"] is True and decision["p_value"] < 0.05
+    assert decision["champion_only_correct"] == 0
+    client = MlflowClient(tracking_uri(finetuned.root))
+    assert str(client.get_model_version_by_alias(tiny_params.tracking.model_name, "champion").version) == "2"
+
+
+def test_champion_predicts_raw_images_in_a_fresh_process(finetuned, tiny_params):
+    import subprocess
+    import sys
+
+    register.run(tiny_params, finetuned)
+    import os
+
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # graft never redirects later runs or child processes
+    code = (
+        "import sys, numpy as np, mlflow\n"
+        "mlflow.set_tracking_uri(sys.argv[1])\n"
+        "model = mlflow.pyfunc.load_model('models:/graft-classifier@champion')\n"
+        "probs = model.predict(np.random.default_rng(0).integers(0, 256, (5, 3, 16, 16), dtype=np.uint8))\n"
+        "print(probs.shape, round(float(probs.sum(axis=1).mean()), 4))\n")
+    out = subprocess.run([sys.executable, "-c", code, tracking_uri(finetuned.root)], capture_output=True, text=True,
+                         env={"MLFLOW_DISABLE_TELEMETRY": "true", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("(5, 3) 1.0"), out.stdout

@@ -17,7 +17,11 @@ examples:
   graft run --dry-run               list what would run, and why
   graft run --force finetune        rerun finetune and everything downstream of it
   graft stage evaluate              run one stage (this is what dvc repro calls)
-  graft status                      what is stale, and the registered champion
+  graft status                      what is stale, the registered champion and the data hash
+  graft compare --last 3            the last runs side by side, plus a PNG
+  graft lineage                     commit, data, params and runs behind the champion
+  graft reproduce models:/graft-classifier/2   rerun a model's pipeline and check the metrics match
+  graft predict photo.png           classify images with the champion
   graft ui                          open the MLflow UI on http://127.0.0.1:5000
 
 graft keeps DVC (what is stale), Prefect (how stages run) and MLflow (what happened) in step:
@@ -53,7 +57,42 @@ def build_parser() -> argparse.ArgumentParser:
                                        "Under `dvc repro`, DVC records it in dvc.lock afterwards.")
     stage.add_argument("name", metavar="NAME", help=STAGE_HELP)
 
-    sub.add_parser("status", help="list stale stages and show the registered champion")
+    sub.add_parser("status", help="stale stages, the champion (version, accuracy, age) and the data hash")
+
+    lineage = sub.add_parser("lineage", help="the commit, data, params and runs behind a registered model",
+                             description="Walk back from a registered model version to the exact commit, "
+                                         "data hash, params and MLflow runs that produced it.")
+    lineage.add_argument("model", nargs="?", default=None, metavar="MODEL_URI",
+                         help="models:/<name>@<alias> or models:/<name>/<version> (default: the champion)")
+
+    reproduce = sub.add_parser("reproduce", help="rerun the pipeline behind a model and check the metrics match",
+                               description="Check out the model's commit into a temporary git worktree, restore the "
+                                           "params.yaml and dvc.lock logged with it and its data from the DVC cache "
+                                           "(or remote), rerun prepare..evaluate there without registering anything, "
+                                           "and compare every metric with the registered run's. Exit code 0 on an "
+                                           "exact match, 1 otherwise.")
+    reproduce.add_argument("model", nargs="?", default=None, metavar="MODEL_URI",
+                           help="models:/<name>@<alias> or models:/<name>/<version> (default: the champion)")
+    reproduce.add_argument("--keep", action="store_true", help="keep the temporary worktree for inspection")
+
+    compare = sub.add_parser("compare", help="the last pipeline runs side by side: differing params, key metrics")
+    compare.add_argument("--last", type=int, default=5, metavar="N", help="how many runs (default 5)")
+    compare.add_argument("--out", default=".graft/compare.png", help="where to write the comparison PNG")
+
+    predict = sub.add_parser("predict", help="classify image files with a registered model (the champion by default)")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (png, jpg, ...)")
+    predict.add_argument("--model", default=None, metavar="MODEL_URI",
+                         help="models:/<name>@<alias> or models:/<name>/<version> (default: the champion)")
+
+    lr_find = sub.add_parser("lr-find", help="learning-rate range test on the grafted model; suggests finetune.lr",
+                             description="Train the grafted model (what finetune.strategy trains first) for a few "
+                                         "steps at exponentially growing rates, stop when the smoothed loss "
+                                         "diverges, print suggested rates (fastai's valley, steep, minimum/10) and "
+                                         "save a plot. Changes no files but the plot. Needs replace_head to have run.")
+    lr_find.add_argument("--start-lr", type=float, default=1e-7, help="first rate (default 1e-7)")
+    lr_find.add_argument("--end-lr", type=float, default=10.0, help="last rate (default 10)")
+    lr_find.add_argument("--num-it", type=int, default=100, help="steps (default 100)")
+    lr_find.add_argument("--out", default=".graft/lr_find.png", help="where to save the plot (default .graft/lr_find.png)")
 
     ui = sub.add_parser("ui", help="start the MLflow UI for this repository's store (127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
@@ -66,7 +105,20 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
+def _command_line() -> str:
+    return " ".join(["graft", *sys.argv[1:]])
+
+
 def cmd_run(args, root: Path) -> int:
+    if args.dry_run:
+        return _run(args, root)
+    from graft.workspace_lock import hold
+
+    with hold(root, _command_line()):
+        return _run(args, root)
+
+
+def _run(args, root: Path) -> int:
     from graft.config import apply_overrides
     from graft.dag import downstream, load_dag, missing_params, stale_stages
     from graft.paths import Paths
@@ -121,42 +173,46 @@ def cmd_run(args, root: Path) -> int:
 
 
 def cmd_stage(args, root: Path) -> int:
-    _quiet_environment()
-    from graft.config import load_params
-    from graft.lineage import pipeline_run_id
-    from graft.paths import Paths
-    from graft.runner import run_stage
     from graft.stages import STAGES
+    from graft.workspace_lock import hold
 
     if args.name not in STAGES:
         return _fail(f"unknown stage {args.name!r}; stages: {STAGE_HELP}")
+    with hold(root, _command_line()):
+        return _stage(args.name, root)
+
+
+def _stage(name: str, root: Path) -> int:
+    _quiet_environment()
+    from graft import tracking
+    from graft.config import load_params
+    from graft.lineage import pipeline_run_id, run_tags
+    from graft.paths import Paths
+    from graft.runner import record_pipeline, run_stage
+    from graft.stages import STAGES
+
     paths = Paths.at(root)
     params = load_params(paths.params)
-    from graft import tracking
-
     tracking.check_reachable(paths.root)
     pipeline_id = pipeline_run_id()
     # Stages run by `dvc repro` are grouped under one parent run per dvc process.
     parent = tracking.find_pipeline_run(paths.root, params.tracking.experiment, pipeline_id)
     if parent is None:
-        from graft.lineage import run_tags
-
         parent = tracking.start_pipeline_run(paths.root, params.tracking.experiment, pipeline_id,
                                              params.model_dump(mode="json"), run_tags(paths.root, pipeline_id))
-    summary = run_stage(args.name, params, paths.root, parent, pipeline_id)
-    if args.name == STAGES[-1]:
-        from graft.lineage import run_tags
-        from graft.runner import record_pipeline
-
+    summary = run_stage(name, params, paths.root, parent, pipeline_id)
+    if name == STAGES[-1]:
         record_pipeline(params, paths.root, parent, run_tags(paths.root, pipeline_id))
     tracking.end_run(paths.root, parent)
-    print(f"{args.name}: done in {summary['seconds']:.1f}s")
+    print(f"{name}: done in {summary['seconds']:.1f}s")
     return 0
 
 
 def cmd_status(args, root: Path) -> int:
+    import time
+
     from graft.config import load_params
-    from graft.dag import stale_stages
+    from graft.dag import locked_hash, stale_stages
     from graft.paths import Paths
 
     paths = Paths.at(root)
@@ -164,18 +220,23 @@ def cmd_status(args, root: Path) -> int:
     stale = stale_stages(paths.root)
     if stale:
         for name, reasons in stale.items():
-            print(f"stale  {name:<13} {'; '.join(reasons[:3])}")
+            print(f"stale     {name:<13} {'; '.join(reasons[:3])}")
     else:
-        print("all stages up to date")
+        print("stages    all up to date")
+    print(f"data      data/raw {locked_hash(paths.root, 'ingest', 'data/raw') or 'not recorded yet (run graft run)'}")
     _quiet_environment()
     from graft import tracking
 
     champion = tracking.champion_version(paths.root, params.tracking.model_name)
     if champion:
-        acc = champion["tags"].get("graft.gate.challenger_acc", "?")
-        print(f"champion: {params.tracking.model_name} v{champion['version']} (test accuracy {acc})")
+        acc = champion["tags"].get("graft.gate.challenger_acc")
+        age_h = (time.time() * 1000 - champion["created_ms"]) / 3.6e6
+        age = f"{age_h:.1f} hours" if age_h < 48 else f"{age_h / 24:.1f} days"
+        accuracy = f"{float(acc):.1%}" if acc else "?"
+        print(f"champion  {params.tracking.model_name} v{champion['version']}: test accuracy {accuracy}, "
+              f"registered {age} ago, trained on data {champion['tags'].get('graft.data_hash', '?')}")
     else:
-        print(f"champion: none registered for {params.tracking.model_name}")
+        print(f"champion  none registered for {params.tracking.model_name}")
     return 0
 
 
@@ -189,7 +250,71 @@ def cmd_ui(args, root: Path) -> int:
     os.execv(sys.executable, cmd)
 
 
-COMMANDS = {"run": cmd_run, "stage": cmd_stage, "status": cmd_status, "ui": cmd_ui}
+def _model_uri(args, root: Path) -> str:
+    if getattr(args, "model", None):
+        return args.model
+    from graft.config import load_params
+
+    return f"models:/{load_params(root / 'params.yaml').tracking.model_name}@champion"
+
+
+def cmd_lineage(args, root: Path) -> int:
+    _quiet_environment()
+    from graft.lineage import describe_version, format_lineage
+
+    print(format_lineage(describe_version(root, _model_uri(args, root))))
+    return 0
+
+
+def cmd_reproduce(args, root: Path) -> int:
+    _quiet_environment()
+    from graft.reproduce import format_outcome, reproduce
+
+    uri = _model_uri(args, root)
+    outcome = reproduce(root, uri, keep=args.keep)
+    print("\n" + format_outcome(outcome, uri))
+    return 0 if outcome.matched else 1
+
+
+def cmd_compare(args, root: Path) -> int:
+    _quiet_environment()
+    from graft.compare import compare_runs, comparison_png, format_table
+    from graft.config import load_params
+
+    params = load_params(root / "params.yaml")
+    runs, differing = compare_runs(root, params.tracking.experiment, args.last)
+    print(format_table(runs, differing))
+    if runs:
+        out = comparison_png(runs, differing, root / args.out)
+        print(f"\ncomparison plot: {out}")
+    return 0
+
+
+def cmd_predict(args, root: Path) -> int:
+    _quiet_environment()
+    from graft.predict import predict_files
+
+    version, rows = predict_files(root, _model_uri(args, root), [Path(p) for p in args.images])
+    print(f"{version['name']} v{version['version']} ({', '.join(version['aliases']) or 'no alias'})")
+    width = max(len(str(p)) for p, _, _ in rows)
+    for path, label, prob in rows:
+        print(f"{str(path):<{width}}  {label:<20} {prob:6.1%}")
+    return 0
+
+
+def cmd_lr_find(args, root: Path) -> int:
+    from graft.config import load_params
+    from graft.paths import Paths
+    from graft.training import lr_find
+
+    paths = Paths.at(root)
+    lr_find.run(load_params(paths.params), paths, start_lr=args.start_lr, end_lr=args.end_lr, num_it=args.num_it,
+                out=paths.root / args.out)
+    return 0
+
+
+COMMANDS = {"lr-find": cmd_lr_find, "run": cmd_run, "stage": cmd_stage, "status": cmd_status, "ui": cmd_ui, "lineage": cmd_lineage,
+            "reproduce": cmd_reproduce, "compare": cmd_compare, "predict": cmd_predict}
 
 
 def main(argv: list[str] | None = None) -> int:

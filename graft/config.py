@@ -193,10 +193,10 @@ WEIGHT_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 class PretrainParams(OptimParams):
     weights: str = Field("train", description="Where the backbone comes from: " + WEIGHTS_HELP + ".")
-    input_size: int | None = Field(None, ge=8, le=1024, description="Imported weights only: the side the backbone "
-                                                                    "sees (the model resizes its inputs). null: the "
-                                                                    "published size (224) for the published "
-                                                                    "architecture, else data.image_size.")
+    input_size: int = Field(0, ge=0, le=1024, description="Imported weights only: the side the backbone sees (the "
+                                                          "model resizes its inputs to it). 0: the published size "
+                                                          "(224) for a published architecture, else "
+                                                          "data.image_size.")
 
     @field_validator("weights")
     @classmethod
@@ -211,9 +211,11 @@ class PretrainParams(OptimParams):
 
     @model_validator(mode="after")
     def _input_size_needs_import(self) -> "PretrainParams":
-        if self.input_size is not None and self.weights == "train":
+        if self.input_size and self.weights == "train":
             raise ValueError("input_size applies to imported weights only; with weights: train, the backbone sees "
-                             "data.image_size (set input_size: null)")
+                             "data.image_size (set input_size: 0)")
+        if 0 < self.input_size < 8:
+            raise ValueError(f"input_size = {self.input_size}: use 0 (automatic) or a side of at least 8")
         return self
 
 

@@ -87,8 +87,22 @@ class DvcError(GraftError):
     """DVC refused: an invalid dvc.yaml, a missing dependency, a locked repository…"""
 
 
+def _import_dvc():
+    """Import DVC in-process without letting it keep sys.stdout wrapped (its import runs
+    colorama.init(), which would outlive the call and break output redirection)."""
+    import sys
+
+    if "dvc" not in sys.modules:
+        import colorama
+
+        import dvc.repo  # noqa: F401
+
+        colorama.deinit()
+
+
 @contextmanager
 def _repo(root: Path):
+    _import_dvc()
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 

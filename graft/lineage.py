@@ -23,9 +23,11 @@ def run_tags(root: Path, pipeline_id: str, flow_run_id: str | None = None) -> di
     params_file = root / "params.yaml"
     tags = {
         "graft.git_commit": _git(root, "rev-parse", "HEAD") or "unknown",
-        # dvc.lock and outputs change as the pipeline runs; only source changes make a run "dirty".
+        # dvc.lock, params.yaml (logged with the run) and DVC's .gitignore entries change as the
+        # pipeline runs; only other changes to tracked files make a run "dirty".
         "graft.git_dirty": str(bool(_git(root, "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                         ":(exclude)dvc.lock", ":(exclude)params.yaml"))).lower(),
+                                         ":(exclude)dvc.lock", ":(exclude)params.yaml",
+                                         ":(exclude,glob)**/.gitignore"))).lower(),
         "graft.data_hash": locked_hash(root, "ingest", "data/raw") or "not yet recorded",
         "graft.params_hash": hashlib.sha256(params_file.read_bytes()).hexdigest()[:12] if params_file.exists() else "none",
         "graft.pipeline_run_id": pipeline_id,
@@ -58,3 +60,40 @@ def pipeline_run_id() -> str:
     import uuid
 
     return os.environ.get("GRAFT_PIPELINE_RUN_ID") or _dvc_ancestor() or uuid.uuid4().hex
+
+
+def describe_version(root: Path, uri: str) -> dict:
+    """A registered model version with everything behind it: commit, data, params and runs."""
+    from graft import tracking
+
+    version = tracking.resolve_version(root, uri)
+    register_run = tracking.get_run(root, version["run_id"])
+    parent_id = register_run["tags"].get("mlflow.parentRunId")
+    parent = tracking.get_run(root, parent_id) if parent_id else None
+    stages = tracking.child_runs(root, parent_id) if parent_id else [register_run]
+    tags = {**(parent["tags"] if parent else {}), **version["tags"]}
+    return {"version": version, "parent": parent, "stages": stages,
+            "commit": tags.get("graft.git_commit", "unknown"), "dirty": tags.get("graft.git_dirty", "unknown"),
+            "data_hash": tags.get("graft.data_hash", "unknown"), "params_hash": tags.get("graft.params_hash", "unknown"),
+            "pipeline_run_id": tags.get("graft.pipeline_run_id", "unknown"),
+            "params": parent["params"] if parent else {}}
+
+
+def format_lineage(info: dict) -> str:
+    v = info["version"]
+    gate = {k.removeprefix("graft.gate."): val for k, val in v["tags"].items() if k.startswith("graft.gate.")}
+    lines = [
+        f"{v['name']} version {v['version']}  aliases: {', '.join(v['aliases']) or 'none'}",
+        f"  git commit    {info['commit']}{'  (uncommitted changes at the time)' if info['dirty'] == 'true' else ''}",
+        f"  data (raw)    {info['data_hash']}",
+        f"  params.yaml   {info['params_hash']}",
+        f"  pipeline run  {info['pipeline_run_id']}" + (f"  (MLflow run {info['parent']['run_id']})" if info["parent"] else ""),
+        f"  promotion     {gate.get('reason', 'n/a')}",
+        "  stage runs:",
+    ]
+    for run in info["stages"]:
+        lines.append(f"    {run['tags'].get('graft.stage', run['name']):<13} {run['run_id']}  {run['status'].lower()}")
+    if info["params"]:
+        lines.append("  params:")
+        lines += [f"    {k} = {val}" for k, val in sorted(info["params"].items())]
+    return "\n".join(lines)

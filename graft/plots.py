@@ -37,6 +37,10 @@ def learning_curves(histories: dict[str, list[dict]], out: Path) -> Path:
     ax_loss.set(title="loss", xlabel="epoch", ylabel="cross-entropy")
     ax_acc.set(title="accuracy", xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
     ax_acc.legend(fontsize=8, loc="lower right")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     return _save(fig, out)
 
@@ -48,7 +52,8 @@ def confusion(matrix, classes: list[str], out: Path, title: str = "confusion mat
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(classes)), classes, fontsize=8)
-    ax.set(xlabel="predicted", ylabel="actual", title=title)
+    ax.set(xlabel="predicted", ylabel="actual")
+    ax.set_title(title, fontsize=10)
     peak = max(1, int(matrix.max()))
     for i in range(len(classes)):
         for j in range(len(classes)):

@@ -68,10 +68,8 @@ def _git(cwd: Path, *args: str) -> None:
                    check=True, capture_output=True)
 
 
-@pytest.fixture
-def workspace(tmp_path: Path) -> Path:
+def make_workspace(ws: Path) -> Path:
     """A fresh copy of this repository (its git files, no outputs) with tiny params, committed to a new git repo."""
-    ws = tmp_path / "ws"
     for rel in _tracked_files():
         if rel.startswith(("tests/", "dvc.lock")):
             continue
@@ -83,6 +81,11 @@ def workspace(tmp_path: Path) -> Path:
     _git(ws, "add", "-A")
     _git(ws, "commit", "-qm", "workspace")
     return ws
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    return make_workspace(tmp_path / "ws")
 
 
 @pytest.fixture(scope="session")

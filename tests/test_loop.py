@@ -3,7 +3,8 @@ import torch
 from graft.data.synthetic import generate
 from graft.models.backbones import create_backbone
 from graft.models.classifier import GraftClassifier
-from graft.training.loop import Recipe, fit, parameter_groups
+from graft.training.loop import Recipe, fit
+from graft.training.strategies import parameter_groups
 
 
 def tiny_model(classes=2):
@@ -14,22 +15,43 @@ def tiny_model(classes=2):
 def test_fit_reduces_training_loss_and_reports_each_epoch():
     data = generate(["circle_solid", "cross_checker"], 32, 16, 3, seed=0)
     seen = []
-    history = fit(tiny_model(), data, data, Recipe(epochs=4, lr=3e-3, batch_size=16), seed=0, stage="t",
-                  device=torch.device("cpu"), on_epoch=seen.append)
+    result = fit(tiny_model(), data, data, Recipe(epochs=4, lr=3e-3, batch_size=16), seed=0, stage="t",
+                 device=torch.device("cpu"), on_epoch=seen.append)
+    history = result.history
     assert [r["epoch"] for r in history] == [1, 2, 3, 4] and seen == history
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    assert {"val_loss", "val_acc", "images_per_sec", "trainable_params", "lr_decay"} <= set(history[0])
+    assert {"val_loss", "val_acc", "images_per_sec", "trainable_params", "phase", "lr_head", "lr_layer0"} <= set(history[0])
+    assert result.kept_epoch == 4 and not result.stopped_early
 
 
 def test_same_seed_same_result():
     data = generate(["circle_solid", "cross_checker"], 16, 16, 3, seed=0)
     runs = [fit(tiny_model(), data, data, Recipe(epochs=2, lr=1e-3, batch_size=8), seed=3, stage="t",
-                device=torch.device("cpu")) for _ in range(2)]
+                device=torch.device("cpu")).history for _ in range(2)]
     assert runs[0] == [dict(r, images_per_sec=runs[0][i]["images_per_sec"]) for i, r in enumerate(runs[1])]
 
 
 def test_no_weight_decay_on_norms_and_biases():
-    groups = parameter_groups(tiny_model(), lr=0.1, weight_decay=0.01)
-    decay, no_decay = groups
-    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
-    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim <= 1 for p in no_decay["params"])
+    groups = parameter_groups(tiny_model(), weight_decay=0.01)
+    for g in groups:
+        if g["name"].endswith("_no_decay"):
+            assert g["weight_decay"] == 0.0 and all(p.ndim <= 1 for p in g["params"])
+        else:
+            assert g["weight_decay"] == 0.01 and all(p.ndim > 1 for p in g["params"])
+
+
+def test_keep_best_returns_the_best_epochs_weights():
+    data = generate(["circle_solid", "cross_checker"], 16, 16, 3, seed=0)
+    model = tiny_model()
+    snapshots = {}
+
+    def remember(row):
+        snapshots[row["epoch"]] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    # A rate high enough that the validation loss goes up and down.
+    result = fit(model, data, data, Recipe(epochs=5, lr=0.05, batch_size=8, keep="best", monitor="val_loss"),
+                 seed=0, stage="t", device=torch.device("cpu"), on_epoch=remember)
+    best = min(result.history, key=lambda r: r["val_loss"])["epoch"]
+    assert result.kept_epoch == best
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, snapshots[best][k]), k

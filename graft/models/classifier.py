@@ -7,6 +7,7 @@ Modelled on timm's contract (`forward_features`, `forward_head`, `get_classifier
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from graft.models.backbones import Backbone
@@ -14,14 +15,18 @@ from graft.models.heads import HeadSpec, create_head
 
 
 class GraftClassifier(nn.Module):
-    """Backbone + head. Takes raw uint8 images (or floats in [0, 1]) and normalises inside,
-    so preprocessing travels with the weights."""
+    """Backbone + head. Takes raw uint8 images (or floats in [0, 1]) and normalises inside, so
+    preprocessing travels with the weights. With `input_size`, images of any other side are
+    resized to it first: published ImageNet weights see 224×224 while the data stays 32×32 in
+    memory (and on disk), and a saved model accepts images of any size."""
 
     def __init__(self, backbone: Backbone, num_classes: int, head: HeadSpec | None = None,
-                 mean: list[float] | None = None, std: list[float] | None = None) -> None:
+                 mean: list[float] | None = None, std: list[float] | None = None,
+                 input_size: int | None = None) -> None:
         super().__init__()
         channels = backbone.in_channels
         self.backbone = backbone
+        self.input_size = input_size
         self.head_spec = head or HeadSpec()
         self.num_classes = num_classes
         self.head = create_head(self.head_spec, backbone.feature_dim, num_classes)
@@ -31,6 +36,9 @@ class GraftClassifier(nn.Module):
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8:
             x = x.float().div_(255.0)
+        size = self.input_size
+        if size is not None and tuple(x.shape[-2:]) != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         return (x - self.mean) / self.std
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

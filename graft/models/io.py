@@ -26,13 +26,21 @@ def sidecar_path(path: Path) -> Path:
 
 
 def build_classifier(architecture: dict[str, Any], num_classes: int, head: HeadSpec | None = None) -> GraftClassifier:
+    """The model an architecture record describes; it resizes inputs to the side its backbone was built for."""
     backbone = create_backbone(architecture["backbone"], in_channels=architecture["in_channels"],
                                image_size=architecture["image_size"], **architecture.get("backbone_args", {}))
-    return GraftClassifier(backbone, num_classes, head)
+    return GraftClassifier(backbone, num_classes, head, input_size=architecture["image_size"])
 
 
 def architecture_of(params) -> dict[str, Any]:
-    """The architecture record of the configured model (params.model + params.data)."""
+    """The architecture record of the configured model (params.model + params.data, and pretrain.weights:
+    imported weights keep their published architecture and input size). `image_size` is the side the
+    backbone sees; the classifier resizes images of the data's size to it."""
+    from graft.models.weights import imported_architecture
+
+    if params.pretrain.weights != "train":
+        return imported_architecture(params.model.backbone, dict(params.model.backbone_args), params.data.channels,
+                                     params.data.image_size, params.pretrain.weights, params.pretrain.input_size)
     return {"backbone": params.model.backbone, "backbone_args": dict(params.model.backbone_args),
             "in_channels": params.data.channels, "image_size": params.data.image_size}
 

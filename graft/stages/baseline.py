@@ -1,5 +1,6 @@
 """baseline: the control. The same architecture, trained from scratch on the same labelled target data,
-with fine-tuning's epochs and optimizer and its own learning rate. Measures what pretraining bought."""
+the way finetune trains (epochs, optimizer, schedule, augmentation, label smoothing, EMA, best epoch)
+but with everything trainable and its own learning rate. Measures what pretraining bought."""
 
 from __future__ import annotations
 
@@ -11,8 +12,15 @@ from graft.models.io import architecture_of, build_classifier, save_classifier
 from graft.paths import Paths
 from graft.seeding import derive_seed
 from graft.stages.replace_head import head_spec
-from graft.training.common import load_domain, recipe_from, setup_torch, write_history, write_metrics
+from graft.training.common import (checkpoint_for, load_domain, recipe_from, setup_torch, write_history,
+                                   write_metrics)
 from graft.training.loop import fit
+
+# As dvc.yaml declares them: finetune's recipe, not its strategy or rate.
+READS = ["seed", "data.image_size", "data.channels", "model", "train", "replace_head", "pretrain.weights",
+         "pretrain.input_size", "finetune.epochs", "finetune.optimizer", "finetune.momentum", "finetune.schedule",
+         "finetune.warmup", "finetune.label_smoothing", "finetune.grad_clip", "finetune.augment", "finetune.keep",
+         "finetune.monitor", "finetune.patience", "finetune.ema_decay", "baseline"]
 
 
 def run(params: Params, paths: Paths) -> dict:
@@ -23,11 +31,15 @@ def run(params: Params, paths: Paths) -> dict:
     model = build_classifier(architecture, len(manifest["classes"]), head_spec(params))
     model.set_normalisation(manifest["mean"], manifest["std"])
     recipe = recipe_from(params.finetune, params, lr=params.baseline.lr, weight_decay=params.baseline.weight_decay)
-    history = fit(model, data["train"], data["val"], recipe, seed=params.seed, stage="baseline", device=device,
-                  on_epoch=tracking.log_epoch)
-    save_classifier(paths.model("baseline"), model.cpu(), architecture, manifest["classes"], {"strategy": "from_scratch"})
-    metrics = {"val_acc": history[-1]["val_acc"], "val_loss": history[-1]["val_loss"],
-               "train_acc": history[-1]["train_acc"], "epochs": len(history)}
+    checkpoint = checkpoint_for(paths, "baseline", params, READS, [paths.prepared("target")])
+    result = fit(model, data["train"], data["val"], recipe, seed=params.seed, stage="baseline", device=device,
+                 on_epoch=tracking.log_epoch, checkpoint=checkpoint)
+    save_classifier(paths.model("baseline"), model.cpu(), architecture, manifest["classes"],
+                    {"strategy": "from_scratch", "kept_epoch": result.kept_epoch})
+    kept = result.kept
+    metrics = {"val_acc": kept["val_acc"], "val_loss": kept["val_loss"], "train_acc": kept["train_acc"],
+               "epochs": len(result.history), "kept_epoch": result.kept_epoch}
     write_metrics(paths.metric("baseline"), metrics)
-    write_history(paths.plot("baseline"), history)
+    write_history(paths.plot("baseline"), result.history)
+    checkpoint.finish()
     return metrics

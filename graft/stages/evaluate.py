@@ -48,7 +48,7 @@ def run(params: Params, paths: Paths) -> dict:
     pictures = [
         plots.confusion(confusion_matrix(test.labels, predictions["finetuned"], len(test.classes)).numpy(),
                         test.classes, paths.plots / "confusion.png",
-                        title=f"fine-tuned model, target test set (accuracy {ft['accuracy']:.1%})"),
+                        title=f"fine-tuned, target test set\naccuracy {ft['accuracy']:.1%}"),
         plots.learning_curves({name: plots.read_history(paths.plot(name)) for name in ("pretrain", "finetune", "baseline")},
                               paths.plots / "learning_curves.png"),
     ]

@@ -1,4 +1,4 @@
-"""What every training stage does the same way: torch set-up, recipes from params, writing results."""
+"""What every training stage does the same way: torch set-up, recipes from params, checkpoints, writing results."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from graft.data.dataset import ImageDataset
 from graft.data.store import load_dataset
 from graft.files import read_json, write_json
 from graft.paths import Paths
+from graft.training.augment import AugmentSpec
+from graft.training.checkpoint import Checkpoint, stage_key
 from graft.training.loop import Recipe, resolve_device
 
 
@@ -23,12 +25,21 @@ def setup_torch(params: Params) -> torch.device:
     return resolve_device(params.train.device)
 
 
-def recipe_from(optim: OptimParams, params: Params, *, lr: float | None = None, weight_decay: float | None = None,
-                train_bn: bool = True) -> Recipe:
-    return Recipe(epochs=optim.epochs, lr=lr if lr is not None else optim.lr, optimizer=optim.optimizer,
-                  weight_decay=weight_decay if weight_decay is not None else optim.weight_decay,
-                  momentum=optim.momentum, schedule=optim.schedule, batch_size=params.train.batch_size,
-                  eval_batch_size=params.train.eval_batch_size, train_bn=train_bn)
+def recipe_from(optim: OptimParams, params: Params, *, lr: float | None = None,
+                weight_decay: float | None = None) -> Recipe:
+    """The loop's recipe from a stage's section: everything trains, at one rate (finetune adds its strategy)."""
+    return Recipe(
+        epochs=optim.epochs, lr=lr if lr is not None else optim.lr, optimizer=optim.optimizer,
+        weight_decay=weight_decay if weight_decay is not None else optim.weight_decay, momentum=optim.momentum,
+        schedule=optim.schedule, warmup=optim.warmup, batch_size=params.train.batch_size,
+        eval_batch_size=params.train.eval_batch_size, label_smoothing=optim.label_smoothing,
+        grad_clip=optim.grad_clip, augment=AugmentSpec(**optim.augment.model_dump()), keep=optim.keep,
+        monitor=optim.monitor, patience=optim.patience, ema_decay=optim.ema_decay)
+
+
+def checkpoint_for(paths: Paths, stage: str, params: Params, sections: list[str], inputs: list[Path]) -> Checkpoint:
+    """The stage's resumable state, keyed by the params sections it reads and its input files."""
+    return Checkpoint(paths.checkpoints(stage), stage_key(params, sections, inputs, stage), stage)
 
 
 def load_domain(paths: Paths, domain: str) -> tuple[dict[str, ImageDataset], dict]:

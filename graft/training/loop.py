@@ -1,7 +1,9 @@
-"""The training loop: shuffle, forward, loss, backward, clip, step, schedule, validate, report.
+"""The training loop: for each epoch, set the phase (what is frozen), then per batch: augment, set the
+learning rate, forward, loss, backward, clip, step, average; then validate, keep the best, checkpoint,
+report.
 
-Data is already uint8 tensors in memory; the model normalises on the fly, so there is no
-per-image work in the loop.
+Data is already uint8 tensors in memory; the model normalises on the fly, so the only per-image work
+is the optional augmentation.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -17,14 +19,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from graft.data.dataset import ImageDataset
+from graft.models.classifier import GraftClassifier
 from graft.models.surgery import apply_bn_policy, trainable_parameter_count
 from graft.report import say
 from graft.seeding import generator
+from graft.training.augment import AugmentSpec, make_augment
+from graft.training.checkpoint import Checkpoint
+from graft.training.ema import WeightEma
+from graft.training.schedules import lr_factor
+from graft.training.strategies import Phase, apply_phase, group_rates, make_optimizer, phase_of, plan_phases
 
 
 @dataclass
 class Recipe:
-    """Everything the loop needs to know about how to train (built by the stage from its params)."""
+    """Everything the loop needs to know about how to train (built by the stage from its params;
+    graft/config.py documents each field)."""
 
     epochs: int
     lr: float
@@ -32,10 +41,33 @@ class Recipe:
     weight_decay: float = 5e-4
     momentum: float = 0.9
     schedule: str = "cosine"
+    warmup: float = 0.25
     batch_size: int = 64
     eval_batch_size: int = 512
+    label_smoothing: float = 0.0
+    grad_clip: float = 5.0
+    augment: AugmentSpec = field(default_factory=AugmentSpec)
+    strategy: str = "full"
+    freeze_epochs: int = 1
+    unfrozen_lr_factor: float = 0.5
+    layer_decay: float = 1.0
     train_bn: bool = True
-    grad_clip: float | None = 5.0
+    keep: str = "last"
+    monitor: str = "val_acc"
+    patience: int = 0
+    ema_decay: float = 0.0
+
+
+@dataclass
+class FitResult:
+    history: list[dict]
+    kept_epoch: int          # the epoch whose weights the model holds on return
+    stopped_early: bool
+    resumed_after: int = 0   # epochs restored from a checkpoint (0: a fresh run)
+
+    @property
+    def kept(self) -> dict:
+        return next(r for r in self.history if r["epoch"] == self.kept_epoch)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -44,32 +76,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
-
-
-def parameter_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
-    """Weight decay on weights only: decaying norms and biases only hurts (timm, fastai)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay, "lr": lr, "name": "decay"},
-            {"params": no_decay, "weight_decay": 0.0, "lr": lr, "name": "no_decay"}]
-
-
-def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    groups = [g for g in parameter_groups(model, recipe.lr, recipe.weight_decay) if g["params"]]
-    if not groups:
-        raise ValueError("no trainable parameters: every parameter is frozen")
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=recipe.lr)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, steps: int):
-    if recipe.schedule == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
 
 
 @torch.no_grad()
@@ -98,53 +104,166 @@ def _progress(total: int, desc: str):
     return tqdm(total=total, desc=desc, leave=False, unit="batch", dynamic_ncols=True)
 
 
-def fit(model: nn.Module, train: ImageDataset, val: ImageDataset, recipe: Recipe, *, seed: int, stage: str,
-        device: torch.device, on_epoch: EpochCallback | None = None) -> list[dict]:
-    """Train `model` in place; returns the per-epoch history (one dict per epoch)."""
+def _improves(row: dict, best: dict | None, monitor: str) -> bool:
+    if best is None:
+        return True
+    if monitor == "val_loss":
+        return row["val_loss"] < best["val_loss"]
+    # On a small validation set accuracy ties often; the lower loss breaks them.
+    return (row["val_acc"], -row["val_loss"]) > (best["val_acc"], -best["val_loss"])
+
+
+def _clone(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone().cpu() for k, v in state.items()}
+
+
+@dataclass
+class _Progress:
+    """What carries over from epoch to epoch, and into a checkpoint."""
+
+    history: list[dict] = field(default_factory=list)
+    best: dict | None = None                       # {"epoch", "val_acc", "val_loss"}
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_epochs: int = 0
+
+
+def _train_epoch(model: GraftClassifier, train: ImageDataset, optimizer: torch.optim.Optimizer, recipe: Recipe,
+                 phase: Phase, first_step: int, phase_steps: int, order: torch.Tensor, augment, ema: WeightEma | None,
+                 device: torch.device, bar) -> tuple[dict, dict]:
+    rates: dict[str, float] = {}
+    peak = recipe.lr * phase.lr_scale
+    loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
+    for step, i in enumerate(range(0, len(train), recipe.batch_size), start=first_step):
+        idx = order[i:i + recipe.batch_size]
+        x = train.images[idx]
+        if augment is not None:
+            x = augment(x)
+        x = x.to(device, non_blocking=True)
+        y = train.labels[idx].to(device, non_blocking=True)
+        factor = lr_factor(recipe.schedule, step, phase_steps, recipe.warmup)
+        for g in optimizer.param_groups:
+            g["lr"] = peak * g["lr_mult"] * factor
+        if not rates:
+            rates = group_rates(optimizer)  # the rates the epoch starts with, as logged
+        logits = model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if recipe.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        optimizer.step()
+        if ema is not None:
+            ema.update(model)
+        loss_sum += loss.item() * len(idx)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(idx)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+    elapsed = time.perf_counter() - start
+    return {"train_loss": loss_sum / seen, "train_acc": correct / seen,
+            "images_per_sec": seen / elapsed if elapsed > 0 else 0.0}, rates
+
+
+def fit(model: GraftClassifier, train: ImageDataset, val: ImageDataset, recipe: Recipe, *, seed: int, stage: str,
+        device: torch.device, on_epoch: EpochCallback | None = None,
+        checkpoint: Checkpoint | None = None) -> FitResult:
+    """Train `model` in place by `recipe`. On return the model holds the kept weights (the best epoch's
+    with keep: best, else the last epoch's, or their moving average with ema_decay)."""
+    if len(train) == 0:
+        raise ValueError(f"{stage}: the training set is empty")
     model.to(device)
-    optimizer = make_optimizer(model, recipe)
+    phases = plan_phases(recipe.strategy, recipe.epochs, recipe.freeze_epochs, recipe.unfrozen_lr_factor)
+    optimizer = make_optimizer(model, recipe.optimizer, recipe.weight_decay, recipe.momentum, recipe.layer_decay)
+    ema = WeightEma(model, recipe.ema_decay) if recipe.ema_decay else None
+    augment = make_augment(recipe.augment, train.images.shape[-1])
     steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
-    scheduler = make_scheduler(optimizer, recipe, recipe.epochs * steps_per_epoch)
-    history: list[dict] = []
-    for epoch in range(1, recipe.epochs + 1):
+    progress = _Progress()
+    resumed_after = 0
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        resumed_after = _restore(saved, model, optimizer, ema, progress, phases)
+        if on_epoch is not None:
+            for row in progress.history:  # the new tracking run gets the whole history
+                on_epoch(row)
+
+    stopped_early = bool(saved and saved["stopped_early"])
+    for epoch in range(resumed_after + 1, 0 if stopped_early else recipe.epochs + 1):
+        phase, epochs_into_phase = phase_of(phases, epoch)
+        apply_phase(model, phase)
         model.train()
         apply_bn_policy(model, recipe.train_bn)
-        # Seeded by (seed, stage, epoch): the same order whether or not earlier epochs ran in this process.
+        # Seeded by (seed, stage, epoch): the same draws whether or not earlier epochs ran in this process.
         torch.manual_seed(generator(seed, stage, "epoch", epoch).initial_seed())
         order = torch.randperm(len(train), generator=generator(seed, stage, "shuffle", epoch))
-        lrs = [g["lr"] for g in optimizer.param_groups]
         bar = _progress(steps_per_epoch, f"{stage} {epoch}/{recipe.epochs}")
-        loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
-        for i in range(0, len(train), recipe.batch_size):
-            idx = order[i:i + recipe.batch_size]
-            x = train.images[idx].to(device, non_blocking=True)
-            y = train.labels[idx].to(device, non_blocking=True)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if recipe.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.item() * len(idx)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(idx)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-        elapsed = time.perf_counter() - start
+        stats, rates = _train_epoch(model, train, optimizer, recipe, phase, epochs_into_phase * steps_per_epoch,
+                                    phase.epochs * steps_per_epoch, order, augment, ema, device, bar)
         if bar is not None:
             bar.close()
-        val_metrics = evaluate(model, val, recipe.eval_batch_size, device)
-        row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+        scored = ema.module if ema is not None else model
+        val_metrics = evaluate(scored, val, recipe.eval_batch_size, device)
+        row = {"epoch": epoch, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
                "val_loss": val_metrics["loss"], "val_acc": val_metrics["acc"],
-               "images_per_sec": seen / elapsed if elapsed > 0 else 0.0,
-               "trainable_params": trainable_parameter_count(model),
-               **{f"lr_{g.get('name', j)}": lr for j, (g, lr) in enumerate(zip(optimizer.param_groups, lrs))}}
-        history.append(row)
-        say(f"{stage}: epoch {epoch}/{recipe.epochs}  train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f}  "
+               "images_per_sec": stats["images_per_sec"], "trainable_params": trainable_parameter_count(model),
+               "phase": int(phase.train_backbone), **rates}
+        progress.history.append(row)
+        if _improves(row, progress.best, recipe.monitor):
+            progress.best = {"epoch": epoch, "val_acc": row["val_acc"], "val_loss": row["val_loss"]}
+            progress.bad_epochs = 0
+            if recipe.keep == "best":
+                progress.best_state = _clone(scored.state_dict())
+        else:
+            progress.bad_epochs += 1
+        say(f"{stage}: epoch {epoch}/{recipe.epochs}{' (frozen backbone)' if not phase.train_backbone else ''}  "
+            f"train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f}  "
             f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f}  {row['images_per_sec']:.0f} img/s")
+        # Early stopping only in the last phase: a frozen warm-up is not a plateau.
+        stopped_early = bool(recipe.patience) and progress.bad_epochs >= recipe.patience and phase is phases[-1]
+        if checkpoint is not None:
+            checkpoint.save(_snapshot(epoch, phase, model, optimizer, ema, progress, stopped_early))
         if on_epoch is not None:
             on_epoch(row)
-    return history
+        if stopped_early:
+            say(f"{stage}: stopping early: {recipe.monitor} has not improved for {recipe.patience} epochs")
+            break
+
+    kept_epoch = progress.history[-1]["epoch"]
+    if recipe.keep == "best" and progress.best_state is not None:
+        model.load_state_dict(progress.best_state)
+        kept_epoch = progress.best["epoch"]
+    elif ema is not None:
+        model.load_state_dict(ema.module.state_dict())
+    apply_phase(model, Phase(0, 1, True))  # the written model is a plain, fully trainable one
+    return FitResult(progress.history, kept_epoch, stopped_early, resumed_after)
+
+
+def _snapshot(epoch: int, phase: Phase, model: nn.Module, optimizer: torch.optim.Optimizer,
+              ema: WeightEma | None, progress: _Progress, stopped_early: bool) -> dict:
+    """Everything a resumed run needs to continue as if never stopped. The learning rate is a pure
+    function of the step (schedules.py), so there is no scheduler state to keep."""
+    return {"epoch": epoch, "phase": phase.index, "train_backbone": phase.train_backbone,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+            "history": progress.history, "best": progress.best, "best_state": progress.best_state,
+            "bad_epochs": progress.bad_epochs, "stopped_early": stopped_early, "rng": torch.get_rng_state()}
+
+
+def _restore(saved: dict, model: GraftClassifier, optimizer: torch.optim.Optimizer, ema: WeightEma | None,
+             progress: _Progress, phases: list[Phase]) -> int:
+    """Load a snapshot; returns the epoch it was taken after."""
+    epoch = int(saved["epoch"])
+    phase, _ = phase_of(phases, epoch)
+    if phase.index != saved["phase"]:
+        raise ValueError(f"checkpoint after epoch {epoch} is in phase {saved['phase']}, but the recipe puts that "
+                         f"epoch in phase {phase.index}; delete it to start over")
+    apply_phase(model, phase)  # the freeze state the run was in: unfrozen stays unfrozen
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    if ema is not None and saved["ema"] is not None:
+        ema.load_state_dict(saved["ema"])
+    progress.history = list(saved["history"])
+    progress.best, progress.best_state = saved["best"], saved["best_state"]
+    progress.bad_epochs = int(saved["bad_epochs"])
+    torch.set_rng_state(saved["rng"])
+    return epoch

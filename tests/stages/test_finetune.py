@@ -1,6 +1,11 @@
+import csv
+import io
+import shutil
+
 import pytest
 import torch
 
+from graft import tracking
 from graft.files import read_json
 from graft.models.io import load_classifier
 from graft.paths import Paths
@@ -15,27 +20,114 @@ def grafted(stage_root, tiny_params):
     return paths
 
 
-@pytest.mark.parametrize("strategy", ["full", "linear_probe"])
+def with_finetune(params, **changes):
+    params = params.model_copy(deep=True)
+    for key, value in changes.items():
+        setattr(params.finetune, key, value)
+    return params
+
+
+def history(paths):
+    with open(paths.plot("finetune")) as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def changed(before, after, prefix):
+    """Names of learnable tensors under `prefix` that differ (BatchNorm statistics aside)."""
+    a, b = before.state_dict(), after.state_dict()
+    return [k for k in a if k.startswith(prefix) and "running" not in k and "num_batches" not in k
+            and not torch.equal(a[k], b[k])]
+
+
+@pytest.mark.parametrize("strategy", ["full", "linear_probe", "gradual_unfreeze"])
 def test_strategies(grafted, tiny_params, strategy):
-    params = tiny_params.model_copy(deep=True)
-    params.finetune.strategy = strategy
+    params = with_finetune(tiny_params, strategy=strategy, epochs=3, freeze_epochs=1)
     before, _ = load_classifier(grafted.model("grafted"))
     metrics = finetune.run(params, grafted)
     after, meta = load_classifier(grafted.model("finetuned"))
-    assert meta["strategy"] == strategy and metrics["epochs"] == 2
-    backbone_changed = any(not torch.equal(a, b) for (k, a), (_, b) in
-                           zip(before.backbone.state_dict().items(), after.backbone.state_dict().items())
-                           if "running" not in k and "num_batches" not in k)
-    head_changed = any(not torch.equal(a, b) for a, b in zip(before.head.parameters(), after.head.parameters()))
-    assert head_changed
-    assert backbone_changed == (strategy == "full")
-    history = read_json(grafted.metric("finetune"))
-    assert history["strategy"] == strategy
+    assert meta["strategy"] == strategy == metrics["strategy"] and metrics["epochs"] == 3
+    assert changed(before, after, "head.")
+    assert bool(changed(before, after, "backbone.")) == (strategy != "linear_probe")
+
+    rows = history(grafted)
+    head_params = sum(p.numel() for p in before.head.parameters())
+    all_params = sum(p.numel() for p in before.parameters())
+    frozen = {"full": [], "linear_probe": [1, 2, 3], "gradual_unfreeze": [1]}[strategy]
+    for row in rows:
+        is_frozen = row["epoch"] in frozen
+        assert row["phase"] == (0 if is_frozen else 1)
+        assert row["trainable_params"] == (head_params if is_frozen else all_params)
+        assert (row["lr_layer0"] == 0) == is_frozen and row["lr_head"] > 0
+
+
+def test_gradual_unfreeze_follows_fastai(grafted, tiny_params):
+    """Head alone at lr, then everything at lr × unfrozen_lr_factor, each phase with its own schedule."""
+    params = with_finetune(tiny_params, strategy="gradual_unfreeze", epochs=4, freeze_epochs=2, schedule="cosine",
+                           unfrozen_lr_factor=0.5, lr=0.01)
+    finetune.run(params, grafted)
+    rows = history(grafted)
+    assert [r["phase"] for r in rows] == [0, 0, 1, 1]
+    # tiny data: one batch per epoch, so each epoch's first rate is the schedule at that step.
+    assert rows[0]["lr_head"] == pytest.approx(0.01) and rows[2]["lr_head"] == pytest.approx(0.005)
+    assert rows[1]["lr_head"] < rows[0]["lr_head"] and rows[3]["lr_head"] < rows[2]["lr_head"]
+
+
+def test_layer_decay_gives_each_group_its_rate(grafted, tiny_params):
+    params = with_finetune(tiny_params, strategy="full", layer_decay=0.5, schedule="constant", lr=0.008)
+    finetune.run(params, grafted)
+    row = history(grafted)[0]
+    # tiny_cnn has four layer groups below the head.
+    assert [row[k] for k in ("lr_head", "lr_layer3", "lr_layer2", "lr_layer1", "lr_layer0")] == \
+        pytest.approx([0.008, 0.004, 0.002, 0.001, 0.0005])
+
+
+@pytest.mark.parametrize("optimizer,schedule", [("sgd", "one_cycle"), ("adamw", "warmup_cosine"),
+                                                ("sgd", "constant"), ("adamw", "one_cycle")])
+def test_optimizers_and_schedules(grafted, tiny_params, optimizer, schedule):
+    params = with_finetune(tiny_params, optimizer=optimizer, schedule=schedule, epochs=4, warmup=0.5, lr=0.01)
+    before, _ = load_classifier(grafted.model("grafted"))
+    finetune.run(params, grafted)
+    after, _ = load_classifier(grafted.model("finetuned"))
+    assert changed(before, after, "backbone.") and changed(before, after, "head.")
+    rates = [r["lr_head"] for r in history(grafted)]
+    if schedule == "constant":
+        assert rates == pytest.approx([0.01] * 4)
+    else:  # warm up over the first half, then anneal
+        assert rates[0] < rates[1] <= rates[2] and rates[3] < rates[2]
+
+
+def test_label_smoothing_and_gradient_clipping_change_training(grafted, tiny_params):
+    def final_head(**changes):
+        finetune.run(with_finetune(tiny_params, **changes), grafted)
+        return load_classifier(grafted.model("finetuned"))[0].head.weight.clone()
+
+    plain = final_head(label_smoothing=0.0, grad_clip=0.0)
+    assert not torch.equal(plain, final_head(label_smoothing=0.2, grad_clip=0.0))
+    assert not torch.equal(plain, final_head(label_smoothing=0.0, grad_clip=1e-3))
+
+
+def test_augmentation_ema_and_best_epoch(grafted, tiny_params):
+    params = with_finetune(tiny_params, epochs=4, ema_decay=0.9, keep="best", monitor="val_loss")
+    params.finetune.augment.crop_padding, params.finetune.augment.flip = 2, True
+    params.finetune.augment.trivial_augment = True
+    metrics = finetune.run(params, grafted)
+    rows = history(grafted)
+    best = min(rows, key=lambda r: r["val_loss"])
+    assert metrics["kept_epoch"] == best["epoch"] and metrics["val_loss"] == pytest.approx(best["val_loss"], abs=1e-5)
+    assert read_json(grafted.model("finetuned").with_suffix(".json"))["kept_epoch"] == best["epoch"]
+
+
+def test_early_stopping(grafted, tiny_params):
+    # Steps of 1e-10 are below float32 resolution and the frozen statistics stay put: nothing improves.
+    params = with_finetune(tiny_params, strategy="linear_probe", train_bn=False, epochs=12, patience=2,
+                           monitor="val_loss", keep="best", lr=1e-10, schedule="constant")
+    metrics = finetune.run(params, grafted)
+    assert metrics["stopped_early"] is True and metrics["epochs"] == 3 and metrics["kept_epoch"] == 1
+    assert len(history(grafted)) == metrics["epochs"]
 
 
 def test_frozen_batchnorm_keeps_its_statistics_when_train_bn_is_false(grafted, tiny_params):
-    params = tiny_params.model_copy(deep=True)
-    params.finetune.strategy, params.finetune.train_bn = "linear_probe", False
+    params = with_finetune(tiny_params, strategy="linear_probe", train_bn=False)
     before, _ = load_classifier(grafted.model("grafted"))
     finetune.run(params, grafted)
     after, _ = load_classifier(grafted.model("finetuned"))
@@ -43,3 +135,97 @@ def test_frozen_batchnorm_keeps_its_statistics_when_train_bn_is_false(grafted, t
     assert stats, "tiny_cnn has BatchNorm layers"
     for k in stats:
         assert torch.equal(before.state_dict()[k], after.state_dict()[k]), k
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resumed_gradual_unfreeze_matches_an_uninterrupted_run(grafted, tiny_params, tmp_path, monkeypatch, capsys):
+    params = with_finetune(tiny_params, strategy="gradual_unfreeze", epochs=4, freeze_epochs=1, layer_decay=0.5,
+                           ema_decay=0.5, keep="best")
+    other = Paths.at(tmp_path / "other")
+    shutil.copytree(grafted.root, other.root)
+    finetune.run(params, other)  # uninterrupted
+    assert not list(other.checkpoints("finetune").glob("*.pt")), "a finished run leaves no checkpoint"
+
+    def stop_after_epoch_2(row):
+        if row["epoch"] == 2:
+            raise Interrupt
+
+    monkeypatch.setattr(tracking, "log_epoch", stop_after_epoch_2)
+    with pytest.raises(Interrupt):
+        finetune.run(params, grafted)
+    (saved,) = grafted.checkpoints("finetune").glob("*.pt")
+    state = torch.load(saved, weights_only=True)
+    assert state["epoch"] == 2 and state["phase"] == 1 and state["train_backbone"] is True
+    assert {g["layer"] for g in state["optimizer"]["param_groups"]} == {"head", "layer3", "layer2", "layer1", "layer0"}
+
+    seen = []
+    monkeypatch.setattr(tracking, "log_epoch", seen.append)
+    capsys.readouterr()
+    finetune.run(params, grafted)
+    assert "resuming after epoch 2" in capsys.readouterr().out
+    assert [r["epoch"] for r in seen] == [1, 2, 3, 4]  # the restored rows are reported again, then the rest
+    resumed = seen[2]
+    model, _ = load_classifier(grafted.model("grafted"))
+    assert resumed["phase"] == 1 and resumed["trainable_params"] == sum(p.numel() for p in model.parameters())
+    assert resumed["lr_layer0"] == pytest.approx(resumed["lr_head"] * 0.5 ** 4)
+    assert grafted.model("finetuned").read_bytes() == other.model("finetuned").read_bytes()
+    def without_speed(rows):
+        return [{k: v for k, v in r.items() if k != "images_per_sec"} for r in rows]
+
+    assert without_speed(history(grafted)) == without_speed(history(other))
+    assert not list(grafted.checkpoints("finetune").glob("*.pt"))
+
+
+def test_checkpoint_of_other_params_is_not_resumed(grafted, tiny_params, monkeypatch, capsys):
+    def stop(row):
+        raise Interrupt
+
+    monkeypatch.setattr(tracking, "log_epoch", stop)
+    with pytest.raises(Interrupt):
+        finetune.run(tiny_params, grafted)
+    assert list(grafted.checkpoints("finetune").glob("*.pt"))
+    monkeypatch.setattr(tracking, "log_epoch", lambda row: None)
+    capsys.readouterr()
+    finetune.run(with_finetune(tiny_params, lr=0.002), grafted)
+    out = capsys.readouterr().out
+    assert "starting over" in out and "resuming" not in out
+    assert not list(grafted.checkpoints("finetune").glob("*.pt"))
+
+
+def test_checkpoint_loads_without_the_unpickler(grafted, tiny_params, monkeypatch):
+    """The checkpoint holds tensors and plain containers only: weights_only=True reads it."""
+    monkeypatch.setattr(tracking, "log_epoch", lambda row: (_ for _ in ()).throw(Interrupt()))
+    with pytest.raises(Interrupt):
+        finetune.run(tiny_params, grafted)
+    (saved,) = grafted.checkpoints("finetune").glob("*.pt")
+    torch.load(io.BytesIO(saved.read_bytes()), weights_only=True)
+
+
+@pytest.mark.e2e
+def test_every_strategy_runs_through_the_real_pipeline(workspace, prefect_server):
+    """graft run (Prefect, DVC, MLflow) with each strategy: only finetune and what follows it reruns."""
+    from mlflow.tracking import MlflowClient
+
+    from graft.cli import main as graft
+    from graft.tracking import tracking_uri
+
+    ws = workspace
+    assert graft(["-C", str(ws), "run"]) == 0
+    default = read_json(ws / "metrics/finetune.json")["strategy"]
+    client = MlflowClient(tracking_uri(ws))
+    for strategy in [s for s in ("full", "linear_probe", "gradual_unfreeze") if s != default]:
+        assert graft(["-C", str(ws), "run", "-S", f"finetune.strategy={strategy}"]) == 0
+        statuses = read_json(ws / ".graft/last_run.json")
+        assert [k for k, v in statuses.items() if v["status"] == "ran"] == ["finetune", "evaluate", "register"]
+        assert read_json(ws / "metrics/finetune.json")["strategy"] == strategy
+        (run,) = client.search_runs([client.get_experiment_by_name("graft").experiment_id],
+                                    "tags.`graft.stage` = 'finetune'", order_by=["attributes.start_time DESC"],
+                                    max_results=1)
+        assert run.data.params["finetune.strategy"] == strategy
+        phases = [m.value for m in client.get_metric_history(run.info.run_id, "phase")]
+        assert phases == {"full": [1.0, 1.0], "linear_probe": [0.0, 0.0], "gradual_unfreeze": [0.0, 1.0]}[strategy]
+        for metric in ("lr_head", "lr_layer0", "trainable_params"):
+            assert client.get_metric_history(run.info.run_id, metric), metric

@@ -1,0 +1,205 @@
+"""Benchmark of the fine-tuning strategies: a script that prints figures, not a test.
+
+On the default data (params.yaml), for each seed: ingest and pretrain once, then for each label
+budget (labels_per_class) prepare the target split, graft the head, run every variant below through
+the finetune stage and the from-scratch control through the baseline stage, and score each on the
+target test split. The stage functions run in a temporary folder; no Prefect, MLflow or DVC.
+
+    nice -n 10 .venv/bin/python bench/finetune.py                    # 3 seeds × budgets 5, 20, 100
+    .venv/bin/python bench/finetune.py --seeds 0 --budgets 10 --variants full gradual_unfreeze
+
+The target source is raised to labels + validation + test images per class for the largest
+budget, so the test split is the same at every budget. Prints mean test accuracy ± std over seeds
+and the mean seconds each fine-tuning run took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import redirect_stdout
+from io import StringIO
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from graft.config import Params, validate_params  # noqa: E402
+from graft.paths import Paths  # noqa: E402
+
+AUG = {"crop_padding": 4, "flip": True, "trivial_augment": False}
+NO_AUG = {"crop_padding": 0, "flip": False, "trivial_augment": False}
+
+# name -> finetune overrides on top of params.yaml. Each strategy at the rate that suits it.
+VARIANTS: dict[str, dict] = {
+    "linear_probe": {"strategy": "linear_probe", "lr": 0.01, "augment": NO_AUG},
+    "full": {"strategy": "full", "lr": 0.001, "augment": NO_AUG},
+    "full+layer_decay": {"strategy": "full", "lr": 0.002, "layer_decay": 0.5, "augment": NO_AUG},
+    "gradual_unfreeze": {"strategy": "gradual_unfreeze", "lr": 0.002, "freeze_epochs": 5, "layer_decay": 0.5,
+                         "schedule": "one_cycle", "augment": NO_AUG},
+    "full+aug": {"strategy": "full", "lr": 0.001, "augment": AUG},
+    "gradual_unfreeze+aug": {"strategy": "gradual_unfreeze", "lr": 0.002, "freeze_epochs": 5, "layer_decay": 0.5,
+                             "schedule": "one_cycle", "augment": AUG},
+}
+# The control trains like finetune with each of these recipes (dvc.yaml: baseline reads finetune's recipe).
+CONTROLS: dict[str, dict] = {"scratch": {"augment": NO_AUG}, "scratch+aug": {"augment": AUG}}
+
+
+def merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def params_for(raw: dict, seed: int, budget: int, per_class: int, finetune: dict | None = None) -> Params:
+    return validate_params(merge(raw, {"seed": seed, "data": {"labels_per_class": budget},
+                                       "ingest": {"target": {"per_class": per_class}},
+                                       "finetune": finetune or {}}))
+
+
+def test_accuracy(paths: Paths, name: str, params: Params) -> float:
+    from graft.models.io import load_classifier
+    from graft.training.common import load_domain, setup_torch
+    from graft.training.loop import evaluate
+
+    device = setup_torch(params)
+    data, _ = load_domain(paths, "target")
+    model, _ = load_classifier(paths.model(name))
+    return evaluate(model.to(device), data["test"], params.train.eval_batch_size, device)["acc"]
+
+
+def quietly(fn, *args):
+    """The stages print a line per epoch; the benchmark prints its own summary."""
+    with redirect_stdout(StringIO()):
+        return fn(*args)
+
+
+def pretrained(paths: Paths, params: Params) -> None:
+    """Ingest, prepare and pretrain into `paths`, unless a previous run there used the same params."""
+    from graft.config import section_hash
+    from graft.stages import ingest, prepare, pretrain
+
+    stamp = paths.root / ".bench-pretrained"
+    key = section_hash(params, ["seed", "data.image_size", "data.channels", "model", "train", "ingest", "prepare",
+                                "pretrain"])
+    if stamp.exists() and stamp.read_text() == key:
+        print(f"seed {params.seed}: reusing the pretrained backbone in {paths.root}", flush=True)
+        return
+    quietly(ingest.run, params, paths)
+    quietly(prepare.run, params, paths)
+    start = time.perf_counter()
+    source = quietly(pretrain.run, params, paths)
+    stamp.write_text(key)
+    print(f"seed {params.seed}: pretrained in {time.perf_counter() - start:.0f}s, "
+          f"source test accuracy {source['source_test_acc']:.3f}", flush=True)
+
+
+def run(seeds: list[int], budgets: list[int], variants: list[str], controls: list[str],
+        workdir: Path | None = None) -> dict:
+    from graft.stages import baseline, finetune, prepare, replace_head
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    per_class = max(budgets) + raw["prepare"]["target_val_per_class"] + raw["prepare"]["target_test_per_class"]
+    per_class = max(per_class, raw["ingest"]["target"].get("per_class", 0))
+    results: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for seed in seeds:
+        with tempfile.TemporaryDirectory(prefix="graft-bench-") as tmp:
+            paths = Paths.at(workdir / f"seed{seed}" if workdir else tmp)
+            pretrained(paths, params_for(raw, seed, budgets[0], per_class))
+            for budget in budgets:
+                params = params_for(raw, seed, budget, per_class)
+                quietly(prepare.run, params, paths)
+                quietly(replace_head.run, params, paths)
+                runs = [(name, VARIANTS[name], finetune, "finetuned") for name in variants]
+                runs += [(name, CONTROLS[name], baseline, "baseline") for name in controls]
+                for name, overrides, stage, output in runs:
+                    params = params_for(raw, seed, budget, per_class, overrides)
+                    start = time.perf_counter()
+                    quietly(stage.run, params, paths)
+                    seconds = time.perf_counter() - start
+                    acc = test_accuracy(paths, output, params)
+                    results.setdefault((name, budget), []).append((acc, seconds))
+                    print(f"  seed {seed} budget {budget:>3} {name:<22} test acc {acc:.3f}  {seconds:5.1f}s",
+                          flush=True)
+    return results
+
+
+def table(results: dict, budgets: list[int], names: list[str]) -> str:
+    head = "| variant | " + " | ".join(f"{b} labels/class" for b in budgets) + " | s per run (5/20/100) |"
+    lines = [head, "|" + "---|" * (len(budgets) + 2)]
+    for name in names:
+        cells, times = [], []
+        for b in budgets:
+            runs = results[(name, b)]
+            accs = [100 * a for a, _ in runs]
+            spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            cells.append(f"{statistics.mean(accs):.1f} ± {spread:.1f}")
+            times.append(f"{statistics.mean(s for _, s in runs):.1f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {' / '.join(times)} |")
+    return "\n".join(lines)
+
+
+def throughput(images: int = 4096, epochs: int = 3) -> str:
+    """Training images per second of the default model (tiny_cnn, width 32, 32×32) with each augmentation
+    setting, at params.yaml's thread count; the best of a few epochs, as a table."""
+    import torch
+
+    from graft.data.synthetic import default_classes, generate
+    from graft.models.backbones import create_backbone
+    from graft.models.classifier import GraftClassifier
+    from graft.training.augment import AugmentSpec
+    from graft.training.loop import Recipe, fit
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    torch.set_num_threads(raw["train"]["threads"])
+    classes = default_classes("source")
+    data = generate(classes, images // len(classes), 32, 3, seed=0)
+    settings = {"none": AugmentSpec(), "crop + flip": AugmentSpec(crop_padding=4, flip=True),
+                "crop + flip + TrivialAugment": AugmentSpec(crop_padding=4, flip=True, trivial_augment=True)}
+    lines = [f"| augmentation | training img/s ({raw['train']['threads']} threads) |", "|---|---|"]
+    for name, spec in settings.items():
+        torch.manual_seed(0)
+        model = GraftClassifier(create_backbone("tiny_cnn", 3, 32, width=32), len(classes))
+        recipe = Recipe(epochs=epochs, lr=1e-3, batch_size=raw["train"]["batch_size"], augment=spec)
+        history = quietly(lambda: fit(model, data, data, recipe, seed=0, stage="bench",
+                                      device=torch.device("cpu")).history)
+        lines.append(f"| {name} | {max(r['images_per_sec'] for r in history):.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--budgets", type=int, nargs="+", default=[5, 20, 100])
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--controls", nargs="*", default=list(CONTROLS), choices=list(CONTROLS))
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep each seed's data and pretrained backbone here and reuse them on the next run "
+                             "(default: a temporary folder)")
+    parser.add_argument("--try", dest="extra", nargs=2, action="append", default=[], metavar=("NAME", "JSON"),
+                        help='an extra variant, e.g. --try sgd \'{"optimizer": "sgd", "lr": 0.01}\' (repeatable)')
+    parser.add_argument("--throughput", action="store_true",
+                        help="only measure training throughput with each augmentation setting")
+    args = parser.parse_args(argv)
+    if args.throughput:
+        print(throughput())
+        return 0
+    for name, overrides in args.extra:
+        VARIANTS[name] = json.loads(overrides)
+        args.variants.append(name)
+    start = time.perf_counter()
+    results = run(args.seeds, args.budgets, args.variants, args.controls, args.workdir)
+    print(f"\nmean test accuracy (%) ± std over seeds {args.seeds}; {time.perf_counter() - start:.0f}s in all\n")
+    print(table(results, args.budgets, args.variants + args.controls))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Resumable training state, one file per stage under .graft/checkpoints/<stage>/, named by a key.
+
+The key hashes what the run depends on: the params sections the stage reads, its input files and
+graft's training code. A run that finds a checkpoint with its own key resumes from it; any other
+checkpoint of the stage is stale and removed. Files are written atomically each epoch (temp file,
+fsync, rename) outside the DVC outputs (DVC deletes those before a stage runs), read back with
+torch.load(weights_only=True) (tensors and plain containers only: no code can ride along), and
+deleted when the run finishes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import torch
+
+import graft
+from graft.config import Params, section_hash
+from graft.files import atomic_write_bytes, hash_paths
+from graft.report import say
+
+SUFFIX = ".pt"
+
+
+def stage_key(params: Params, sections: list[str], inputs: list[Path], stage: str) -> str:
+    """A hash of the params `sections`, the contents of `inputs` and the code that trains."""
+    package = Path(graft.__file__).parent
+    code = [package / "training", package / "models", package / "stages" / f"{stage}.py"]
+    h = hashlib.sha256()
+    for part in (stage, section_hash(params, sections), hash_paths(list(inputs)), hash_paths(code)):
+        h.update(part.encode())
+    return h.hexdigest()[:20]
+
+
+class Checkpoint:
+    def __init__(self, folder: Path, key: str, stage: str) -> None:
+        self.folder = Path(folder)
+        self.key = key
+        self.stage = stage
+        self.path = self.folder / f"{key}{SUFFIX}"
+
+    def load(self) -> dict | None:
+        """The saved state for this key, or None; says which, and removes stale checkpoints."""
+        stale = [f for f in self.folder.glob(f"*{SUFFIX}") if f != self.path] if self.folder.exists() else []
+        for f in stale:
+            f.unlink()
+        if stale:
+            say(f"{self.stage}: its inputs, params or code changed since the last interrupted run; starting over "
+                f"(removed {len(stale)} stale checkpoint(s) in {self.folder})")
+        if not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint just means starting over
+            say(f"{self.stage}: checkpoint {self.path} is unreadable ({e}); starting over")
+            self.path.unlink()
+            return None
+        if state.get("key") != self.key:
+            say(f"{self.stage}: checkpoint {self.path} belongs to other inputs; starting over")
+            self.path.unlink()
+            return None
+        say(f"{self.stage}: resuming after epoch {state['epoch']} from {self.path}")
+        return state
+
+    def save(self, state: dict) -> None:
+        buffer = io.BytesIO()
+        torch.save({**state, "key": self.key}, buffer)
+        atomic_write_bytes(self.path, buffer.getvalue())
+
+    def finish(self) -> None:
+        """The run completed: its outputs are written, nothing is left to resume."""
+        self.path.unlink(missing_ok=True)

@@ -36,16 +36,23 @@ from graft.paths import Paths  # noqa: E402
 AUG = {"crop_padding": 4, "flip": True, "trivial_augment": False}
 NO_AUG = {"crop_padding": 0, "flip": False, "trivial_augment": False}
 
-# name -> finetune overrides on top of params.yaml. Each strategy at the rate that suits it.
+# name -> finetune overrides on top of params.yaml (its epochs and schedule unless said otherwise). Each
+# strategy at the rate that suited it in a coarse search on seed 0 (BENCHMARKS.md).
 VARIANTS: dict[str, dict] = {
     "linear_probe": {"strategy": "linear_probe", "lr": 0.01, "augment": NO_AUG},
     "full": {"strategy": "full", "lr": 0.001, "augment": NO_AUG},
     "full+layer_decay": {"strategy": "full", "lr": 0.002, "layer_decay": 0.5, "augment": NO_AUG},
-    "gradual_unfreeze": {"strategy": "gradual_unfreeze", "lr": 0.002, "freeze_epochs": 5, "layer_decay": 0.5,
-                         "schedule": "one_cycle", "augment": NO_AUG},
     "full+aug": {"strategy": "full", "lr": 0.001, "augment": AUG},
-    "gradual_unfreeze+aug": {"strategy": "gradual_unfreeze", "lr": 0.002, "freeze_epochs": 5, "layer_decay": 0.5,
-                             "schedule": "one_cycle", "augment": AUG},
+    # fastai's fine_tune defaults: 1 frozen epoch, one-cycle per phase, lr/2 after unfreezing, lr_mult=100
+    # over tiny_cnn's 5 groups (head + 4): 100**(-1/4) per group.
+    "gradual_unfreeze (fastai)": {"strategy": "gradual_unfreeze", "lr": 0.002, "freeze_epochs": 1,
+                                  "unfrozen_lr_factor": 0.5, "layer_decay": 0.316, "schedule": "one_cycle",
+                                  "augment": NO_AUG},
+    "gradual_unfreeze (5 frozen)": {"strategy": "gradual_unfreeze", "lr": 0.002, "freeze_epochs": 5,
+                                    "layer_decay": 0.5, "schedule": "one_cycle", "augment": NO_AUG},
+    # LP-FT (Kumar et al., 2022): probe to near convergence, then fine-tune everything gently.
+    "gradual_unfreeze (LP-FT)": {"strategy": "gradual_unfreeze", "lr": 0.01, "freeze_epochs": 20,
+                                 "unfrozen_lr_factor": 0.02, "layer_decay": 0.3, "augment": NO_AUG},
 }
 # The control trains like finetune with each of these recipes (dvc.yaml: baseline reads finetune's recipe).
 CONTROLS: dict[str, dict] = {"scratch": {"augment": NO_AUG}, "scratch+aug": {"augment": AUG}}

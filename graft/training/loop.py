@@ -188,7 +188,8 @@ def fit(model: GraftClassifier, train: ImageDataset, val: ImageDataset, recipe: 
                 on_epoch(row)
 
     stopped_early = bool(saved and saved["stopped_early"])
-    for epoch in range(resumed_after + 1, 0 if stopped_early else recipe.epochs + 1):
+    last_epoch = resumed_after if stopped_early else recipe.epochs
+    for epoch in range(resumed_after + 1, last_epoch + 1):
         phase, epochs_into_phase = phase_of(phases, epoch)
         apply_phase(model, phase)
         model.train()

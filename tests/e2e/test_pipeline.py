@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from graft.cli import main as graft
 from graft.files import read_json
 from graft.tracking import tracking_uri
-from tests.conftest import dvc, run_cli
+from tests.conftest import dvc, run_cli, tiny_params_dict
 
 pytestmark = pytest.mark.e2e
 
@@ -55,7 +55,8 @@ def test_graft_run_records_everything_and_dvc_agrees(workspace, prefect_server):
     assert len(parents) == 1
     parent = parents[0]
     assert parent.data.tags["graft.git_commit"] != "unknown" and parent.data.tags["graft.data_hash"]
-    assert parent.data.params["finetune.lr"] == "0.001"
+    lr = tiny_params_dict()["finetune"]["lr"]
+    assert float(parent.data.params["finetune.lr"]) == lr
     evaluation = read_json(ws / "metrics/evaluate.json")
     assert parent.data.metrics["transfer_gain"] == pytest.approx(evaluation["transfer_gain"], abs=1e-4)
     children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
@@ -63,14 +64,14 @@ def test_graft_run_records_everything_and_dvc_agrees(workspace, prefect_server):
     finetune_run = next(r for r in children if r.data.tags["graft.stage"] == "finetune")
     losses = client.get_metric_history(finetune_run.info.run_id, "train_loss")
     assert [m.step for m in losses] == [1, 2]
-    assert float(finetune_run.data.params["finetune.lr"]) == 0.001
+    assert float(finetune_run.data.params["finetune.lr"]) == lr
     champion = client.get_model_version_by_alias("graft-classifier", "champion")
     assert str(champion.version) == "1"
 
     # An override reruns only what depends on it; baseline and pretrain are untouched.
-    assert graft(["-C", str(ws), "run", "-S", "finetune.lr=0.002"]) == 0
+    assert graft(["-C", str(ws), "run", "-S", f"finetune.lr={lr / 2}"]) == 0
     assert ran(ws) == ["finetune", "evaluate", "register"]
-    assert yaml.safe_load((ws / "params.yaml").read_text())["finetune"]["lr"] == 0.002
+    assert yaml.safe_load((ws / "params.yaml").read_text())["finetune"]["lr"] == lr / 2
     assert_dvc_clean(ws)
     repro = dvc(ws, "repro").stdout
     assert "didn't change" in repro or "up to date" in repro, repro

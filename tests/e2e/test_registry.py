@@ -7,7 +7,7 @@ from mlflow.tracking import MlflowClient
 
 from graft.cli import main as graft
 from graft.tracking import tracking_uri
-from tests.conftest import make_workspace, run_cli
+from tests.conftest import make_workspace, run_cli, tiny_params_dict
 
 pytestmark = pytest.mark.e2e
 
@@ -55,7 +55,8 @@ def test_compare_lineage_status_and_predict(two_runs):
     out = run_cli(two_runs, "compare", "--last", "2").stdout
     header, first, second = out.splitlines()[:3]
     assert "finetune.lr" in header and "test_acc" in header and "transfer_gain" in header
-    assert "0.004" in first and "0.001" in second  # newest first, only the differing param shown
+    default_lr = str(tiny_params_dict()["finetune"]["lr"])
+    assert first.split()[3] == "0.004" and second.split()[3] == default_lr  # newest first; the differing param
     assert "seed" not in header
     assert (two_runs / ".graft/compare.png").read_bytes().startswith(b"\x89PNG")
 

@@ -84,7 +84,8 @@ def test_layer_decay_gives_each_group_its_rate(grafted, tiny_params):
 @pytest.mark.parametrize("optimizer,schedule", [("sgd", "one_cycle"), ("adamw", "warmup_cosine"),
                                                 ("sgd", "constant"), ("adamw", "one_cycle")])
 def test_optimizers_and_schedules(grafted, tiny_params, optimizer, schedule):
-    params = with_finetune(tiny_params, optimizer=optimizer, schedule=schedule, epochs=4, warmup=0.5, lr=0.01)
+    params = with_finetune(tiny_params, strategy="full", optimizer=optimizer, schedule=schedule, epochs=4, warmup=0.5,
+                           lr=0.01)
     before, _ = load_classifier(grafted.model("grafted"))
     finetune.run(params, grafted)
     after, _ = load_classifier(grafted.model("finetuned"))

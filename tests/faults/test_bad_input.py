@@ -1,0 +1,120 @@
+"""Bad input is refused with a clear error, before expensive work, and nothing already written is lost."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from graft.models.backbones import create_backbone
+from graft.models.classifier import GraftClassifier
+from graft.models.io import ModelFileError, load_classifier, save_classifier
+from tests.conftest import run_cli
+
+
+def _use_imagefolder_target(ws, folder: str, bad_files: str = "fail") -> None:
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["ingest"]["target"] = {"kind": "imagefolder", "path": folder}
+    params["ingest"]["bad_files"] = bad_files
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _image_folder(root, classes=("cats", "dogs"), per_class=20):
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.new("RGB", (24, 20), (10 * i, 100 if c == "cats" else 200, 50)).save(root / c / f"{i}.png")
+
+
+def test_corrupt_images_are_listed_and_earlier_data_survives(workspace):
+    run_cli(workspace, "stage", "ingest")
+    before = (workspace / "data/raw/target.safetensors").read_bytes()
+    folder = workspace / "data/sources/pets"
+    _image_folder(folder)
+    (folder / "cats" / "broken.png").write_bytes(b"\x89PNG not really")
+    (folder / "dogs" / "empty.jpg").write_bytes(b"")
+    _use_imagefolder_target(workspace, "data/sources/pets")
+
+    proc = run_cli(workspace, "stage", "ingest", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "broken.png" in proc.stderr and "empty.jpg" in proc.stderr and "bad_files: skip" in proc.stderr
+    assert (workspace / "data/raw/target.safetensors").read_bytes() == before
+
+
+def test_skip_policy_counts_and_records_skipped_files(workspace):
+    folder = workspace / "data/sources/pets"
+    _image_folder(folder)
+    (folder / "dogs" / "notes.jpg").write_text("this is text, not a picture")
+    _use_imagefolder_target(workspace, "data/sources/pets", bad_files="skip")
+    run_cli(workspace, "stage", "ingest")
+    sidecar = yaml.safe_load((workspace / "data/raw/target.json").read_text())
+    assert sidecar["count"] == 40
+    assert [s["path"].endswith("notes.jpg") for s in sidecar["skipped"]] == [True]
+
+
+def test_empty_class_folder_is_named(workspace):
+    folder = workspace / "data/sources/pets"
+    _image_folder(folder)
+    (folder / "birds").mkdir()
+    _use_imagefolder_target(workspace, "data/sources/pets")
+    proc = run_cli(workspace, "stage", "ingest", check=False)
+    assert proc.returncode == 1 and "birds" in proc.stderr
+
+
+def test_unreachable_tracking_server_is_found_before_any_work(workspace):
+    proc = run_cli(workspace, "run", check=False, env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
+    assert proc.returncode == 1
+    assert "http://127.0.0.1:9 is not reachable" in proc.stderr and "MLFLOW_TRACKING_URI" in proc.stderr
+    assert not (workspace / "data/raw").exists()
+
+
+def _classifier(classes=3, width=8):
+    torch.manual_seed(0)
+    return GraftClassifier(create_backbone("tiny_cnn", 3, 16, width=width), classes)
+
+
+ARCH = {"backbone": "tiny_cnn", "backbone_args": {"width": 8}, "in_channels": 3, "image_size": 16}
+
+
+def test_missing_weights_say_which_stage_writes_them(tmp_path):
+    with pytest.raises(ModelFileError, match="missing; run the stage"):
+        load_classifier(tmp_path / "models/finetuned.safetensors")
+
+
+def test_truncated_weights_are_refused(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_classifier(path, _classifier(), ARCH, ["a", "b", "c"])
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ModelFileError, match="not a readable safetensors file"):
+        load_classifier(path)
+
+
+def test_wrong_architecture_names_the_differing_shapes(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_classifier(path, _classifier(width=8), ARCH, ["a", "b", "c"])
+    sidecar = path.with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    meta["architecture"]["backbone_args"] = {"width": 16}  # the file's tensors are width 8
+    sidecar.write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match="shape mismatches"):
+        load_classifier(path)
+
+
+def test_pickle_carrying_code_is_never_executed(tmp_path):
+    import pickle
+
+    marker = tmp_path / "executed"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(pickle.dumps(Payload()))
+    path.with_suffix(".json").write_text('{"kind": "classifier"}')
+    with pytest.raises(ModelFileError):
+        load_classifier(path)
+    assert not marker.exists()

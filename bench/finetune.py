@@ -30,8 +30,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from graft.config import Params, validate_params  # noqa: E402
-from graft.paths import Paths  # noqa: E402
+from graft.config import Params, validate_params
+from graft.paths import Paths
 
 AUG = {"crop_padding": 4, "flip": True, "trivial_augment": False}
 NO_AUG = {"crop_padding": 0, "flip": False, "trivial_augment": False}
@@ -82,10 +82,10 @@ def test_accuracy(paths: Paths, name: str, params: Params) -> float:
     return evaluate(model.to(device), data["test"], params.train.eval_batch_size, device)["acc"]
 
 
-def quietly(fn, *args):
+def quietly(fn, *args, **kwargs):
     """The stages print a line per epoch; the benchmark prints its own summary."""
     with redirect_stdout(StringIO()):
-        return fn(*args)
+        return fn(*args, **kwargs)
 
 
 def pretrained(paths: Paths, params: Params) -> None:
@@ -139,7 +139,9 @@ def run(seeds: list[int], budgets: list[int], variants: list[str], controls: lis
 
 
 def table(results: dict, budgets: list[int], names: list[str]) -> str:
-    head = "| variant | " + " | ".join(f"{b} labels/class" for b in budgets) + " | s per run (5/20/100) |"
+    # The median time: a busy machine slows a few runs down a lot, and the mean would show that instead.
+    head = ("| variant | " + " | ".join(f"{b} labels/class" for b in budgets)
+            + f" | median s per run ({'/'.join(map(str, budgets))}) |")
     lines = [head, "|" + "---|" * (len(budgets) + 2)]
     for name in names:
         cells, times = [], []
@@ -148,7 +150,7 @@ def table(results: dict, budgets: list[int], names: list[str]) -> str:
             accs = [100 * a for a, _ in runs]
             spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
             cells.append(f"{statistics.mean(accs):.1f} ± {spread:.1f}")
-            times.append(f"{statistics.mean(s for _, s in runs):.1f}")
+            times.append(f"{statistics.median(s for _, s in runs):.1f}")
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {' / '.join(times)} |")
     return "\n".join(lines)
 
@@ -175,8 +177,7 @@ def throughput(images: int = 4096, epochs: int = 3) -> str:
         torch.manual_seed(0)
         model = GraftClassifier(create_backbone("tiny_cnn", 3, 32, width=32), len(classes))
         recipe = Recipe(epochs=epochs, lr=1e-3, batch_size=raw["train"]["batch_size"], augment=spec)
-        history = quietly(lambda: fit(model, data, data, recipe, seed=0, stage="bench",
-                                      device=torch.device("cpu")).history)
+        history = quietly(fit, model, data, data, recipe, seed=0, stage="bench", device=torch.device("cpu")).history
         lines.append(f"| {name} | {max(r['images_per_sec'] for r in history):.0f} |")
     return "\n".join(lines)
 

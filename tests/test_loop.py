@@ -20,7 +20,8 @@ def test_fit_reduces_training_loss_and_reports_each_epoch():
     history = result.history
     assert [r["epoch"] for r in history] == [1, 2, 3, 4] and seen == history
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    assert {"val_loss", "val_acc", "images_per_sec", "trainable_params", "phase", "lr_head", "lr_layer0"} <= set(history[0])
+    expected = {"val_loss", "val_acc", "images_per_sec", "trainable_params", "phase", "lr_head", "lr_layer0"}
+    assert expected <= set(history[0])
     assert result.kept_epoch == 4 and not result.stopped_early
 
 

@@ -12,8 +12,7 @@ from graft.models.io import architecture_of, build_classifier, save_classifier
 from graft.paths import Paths
 from graft.seeding import derive_seed
 from graft.stages.replace_head import head_spec
-from graft.training.common import (checkpoint_for, load_domain, recipe_from, setup_torch, write_history,
-                                   write_metrics)
+from graft.training.common import checkpoint_for, load_domain, recipe_from, setup_torch, write_history, write_metrics
 from graft.training.loop import fit
 
 # As dvc.yaml declares them: finetune's recipe, not its strategy or rate.

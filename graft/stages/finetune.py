@@ -9,8 +9,7 @@ from graft.config import Params
 from graft.models.io import load_classifier, save_classifier, sidecar_path
 from graft.paths import Paths
 from graft.report import say
-from graft.training.common import (checkpoint_for, load_domain, recipe_from, setup_torch, write_history,
-                                   write_metrics)
+from graft.training.common import checkpoint_for, load_domain, recipe_from, setup_torch, write_history, write_metrics
 from graft.training.loop import Recipe, fit
 
 READS = ["seed", "train", "finetune"]
@@ -50,7 +49,7 @@ def run(params: Params, paths: Paths) -> dict:
                  device=device, on_epoch=tracking.log_epoch, checkpoint=checkpoint)
     save_classifier(paths.model("finetuned"), model.cpu(), meta["architecture"], meta["classes"],
                     {"strategy": fp.strategy, "backbone_weights": meta.get("backbone_weights"),
-                     "kept_epoch": result.kept_epoch})
+                     "backbone_weights_sha256": meta.get("backbone_weights_sha256"), "kept_epoch": result.kept_epoch})
     kept = result.kept
     metrics = {"val_acc": kept["val_acc"], "val_loss": kept["val_loss"], "train_acc": kept["train_acc"],
                "epochs": len(result.history), "kept_epoch": result.kept_epoch,

@@ -14,8 +14,7 @@ from graft.models.weights import is_published, load_into_backbone, load_weights,
 from graft.paths import Paths
 from graft.report import say
 from graft.seeding import derive_seed
-from graft.training.common import (checkpoint_for, load_domain, recipe_from, setup_torch, write_history,
-                                   write_metrics)
+from graft.training.common import checkpoint_for, load_domain, recipe_from, setup_torch, write_history, write_metrics
 from graft.training.loop import evaluate, fit
 
 # The params sections this stage reads (as dvc.yaml declares them); they key its checkpoint.

@@ -29,7 +29,9 @@ def run(params: Params, paths: Paths) -> dict:
     replace_head(model, len(classes), spec, seed=derive_seed(params.seed, "replace_head"))
     head_params = sum(p.numel() for p in model.get_classifier().parameters())
     save_classifier(paths.model("grafted"), model, backbone_meta["architecture"], classes,
-                    {"backbone_weights": backbone_meta.get("weights"), "source_classes": backbone_meta.get("source_classes")})
+                    {"backbone_weights": backbone_meta.get("weights"),
+                     "backbone_weights_sha256": backbone_meta.get("weights_sha256"),
+                     "source_classes": backbone_meta.get("source_classes")})
     say(f"replace_head: {spec.kind} head for {len(classes)} target classes ({head_params} parameters) "
         f"on a {backbone_meta['architecture']['backbone']} backbone")
     return {"num_classes": len(classes), "head_parameters": head_params}

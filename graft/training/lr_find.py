@@ -5,8 +5,8 @@ The rate grows exponentially from start_lr to end_lr, one step per batch; the lo
 the first phase of finetune.strategy trains (the head alone for linear_probe and gradual_unfreeze)
 with finetune's optimizer, augmentation and layer-wise rates, on a copy in memory: no file changes.
 
-Suggestions, as fastai computes them: `valley` (the default: two thirds of the way down the
-longest descending stretch of the curve), `steep` (the steepest descent) and `minimum` (the rate
+Suggestions, as fastai computes them: `valley` (the default: halfway down the longest descending
+stretch of the curve), `steep` (the steepest descent) and `minimum` (the rate
 at the lowest loss, divided by 10).
 """
 
@@ -33,6 +33,7 @@ from graft.training.strategies import apply_phase, make_optimizer, plan_phases
 
 SMOOTHING = 0.98
 DIVERGENCE = 4.0
+VALLEY_TOLERANCE = 0.005
 
 
 @dataclass
@@ -115,13 +116,18 @@ def steep(lrs: list[float], losses: list[float]) -> float:
 
 
 def valley(lrs: list[float], losses: list[float]) -> float:
-    """fastai's valley: the longest decreasing subsequence of the loss, then 2/3 of the way along it."""
+    """fastai's valley: the longest decreasing subsequence of the loss, then halfway along it.
+
+    Unlike fastai, a step counts as decreasing only if it falls by 0.5% of the curve's range: on a
+    small dataset every step sees the same images, the flat start of the curve falls by tiny
+    amounts, and fastai's version would count that plateau as part of the valley."""
     n = len(losses)
+    tolerance = VALLEY_TOLERANCE * (max(losses) - min(losses))
     run = [1] * n
     start = end = 0
     for i in range(1, n):
         for j in range(i):
-            if losses[i] < losses[j] and run[i] < run[j] + 1:
+            if losses[i] < losses[j] - tolerance and run[i] < run[j] + 1:
                 run[i] = run[j] + 1
             if run[end] < run[i]:
                 end, start = i, i - run[i]

@@ -97,6 +97,20 @@ def test_optimizers_and_schedules(grafted, tiny_params, optimizer, schedule):
         assert rates[0] < rates[1] <= rates[2] and rates[3] < rates[2]
 
 
+def test_mlp_head_fine_tunes(stage_root, tiny_params):
+    params = with_finetune(tiny_params, strategy="gradual_unfreeze", epochs=3, layer_decay=0.5)
+    params.replace_head.head.kind, params.replace_head.head.hidden = "mlp", [16]
+    params.replace_head.head.dropout, params.replace_head.head.batchnorm = 0.2, True
+    paths = Paths.at(stage_root)
+    pretrain.run(params, paths)
+    replace_head.run(params, paths)
+    before, _ = load_classifier(paths.model("grafted"))
+    finetune.run(params, paths)
+    after, meta = load_classifier(paths.model("finetuned"))
+    assert meta["head"]["kind"] == "mlp" and changed(before, after, "head.") and changed(before, after, "backbone.")
+    assert [r["phase"] for r in history(paths)] == [0, 1, 1]
+
+
 def test_label_smoothing_and_gradient_clipping_change_training(grafted, tiny_params):
     def final_head(**changes):
         finetune.run(with_finetune(tiny_params, **changes), grafted)

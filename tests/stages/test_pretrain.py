@@ -1,7 +1,18 @@
+import hashlib
+import urllib.error
+
+import pytest
+import torch
+import torchvision
+
+from graft.config import ConfigError, validate_params
 from graft.files import read_json
-from graft.models.io import build_classifier, load_backbone_into
+from graft.models.backbones import create_backbone
+from graft.models.io import build_classifier, load_backbone_into, load_classifier
+from graft.models.weights import IMAGENET_MEAN, WeightsError
 from graft.paths import Paths
-from graft.stages import pretrain
+from graft.stages import baseline, finetune, pretrain, replace_head
+from tests.conftest import merge, tiny_params_dict
 
 
 def test_trains_backbone_and_writes_its_files(stage_root, tiny_params):
@@ -30,21 +41,6 @@ def test_is_bit_identical_when_rerun(stage_root, tmp_path, tiny_params):
 
 
 # ---------------------------------------------------------------- imported weights
-
-import hashlib  # noqa: E402
-import urllib.error  # noqa: E402
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import torchvision  # noqa: E402
-
-from graft.config import ConfigError, validate_params  # noqa: E402
-from graft.models.backbones import create_backbone  # noqa: E402
-from graft.models.io import load_classifier  # noqa: E402
-from graft.models.weights import IMAGENET_MEAN, WeightsError  # noqa: E402
-from graft.stages import baseline, finetune, replace_head  # noqa: E402
-from tests.conftest import merge, tiny_params_dict  # noqa: E402
-
 
 def params_with(backbone=None, **sections):
     raw = merge(tiny_params_dict(), sections)
@@ -105,7 +101,7 @@ def test_imports_published_torchvision_weights_from_a_safetensors_file(stage_roo
     assert grafted.eval()(images).shape == (2, 3)
     finetune.run(params, paths)
     baseline.run(params, paths)  # the control is the same published architecture, from scratch
-    control, control_meta = load_classifier(paths.model("baseline"))
+    _, control_meta = load_classifier(paths.model("baseline"))
     assert control_meta["architecture"] == meta["architecture"]
 
 

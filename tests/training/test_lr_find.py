@@ -38,8 +38,10 @@ def grafted(stage_root, tiny_params):
 
 def test_range_test_on_the_grafted_model(grafted, tiny_params, capsys):
     before = grafted.model("grafted").read_bytes()
-    summary = lr_find.run(tiny_params, grafted, num_it=30, end_lr=100.0)
-    assert 1e-7 <= summary["suggestion"] <= 100 and summary["diverged"] is True and summary["steps"] < 30
+    params = tiny_params.model_copy(deep=True)
+    params.finetune.strategy = "full"
+    summary = lr_find.run(params, grafted, num_it=40, end_lr=100.0)
+    assert 1e-7 <= summary["suggestion"] <= 100 and summary["diverged"] is True and summary["steps"] < 40
     assert (grafted.state / "lr_find.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "suggested finetune.lr" in capsys.readouterr().out
     assert grafted.model("grafted").read_bytes() == before  # nothing but the plot is written

@@ -1,3 +1,5 @@
+from itertools import pairwise
+
 import pytest
 
 from graft.training.schedules import ONE_CYCLE_DIV, lr_factor
@@ -15,7 +17,7 @@ def test_constant():
 
 def test_cosine_falls_from_peak_to_zero():
     c = curve("cosine")
-    assert c[0] == 1.0 and c[-1] < 1e-3 and all(a >= b for a, b in zip(c, c[1:]))
+    assert c[0] == 1.0 and c[-1] < 1e-3 and all(a >= b for a, b in pairwise(c))
     assert c[50] == pytest.approx(0.5)
 
 
@@ -23,14 +25,14 @@ def test_one_cycle_warms_up_from_a_25th_then_anneals_far_below():
     c = curve("one_cycle", warmup=0.3)
     assert c[0] == pytest.approx(1 / ONE_CYCLE_DIV)
     assert max(c) == pytest.approx(1.0) and c.index(max(c)) == 30
-    assert all(a <= b for a, b in zip(c[:30], c[1:31])) and all(a >= b for a, b in zip(c[30:], c[31:]))
+    assert all(a <= b for a, b in pairwise(c[:31])) and all(a >= b for a, b in pairwise(c[30:]))
     assert c[-1] < 1e-3 and lr_factor("one_cycle", STEPS, STEPS, 0.3) == pytest.approx(1 / (25 * 1e4))
 
 
 def test_warmup_cosine_rises_linearly_then_follows_cosine():
     c = curve("warmup_cosine", warmup=0.1)
     assert c[:10] == pytest.approx([(s + 1) / 11 for s in range(10)])
-    assert c[10] == 1.0 and all(a >= b for a, b in zip(c[10:], c[11:])) and c[-1] < 1e-3
+    assert c[10] == 1.0 and all(a >= b for a, b in pairwise(c[10:])) and c[-1] < 1e-3
 
 
 def test_unknown_schedule_lists_the_choices():

@@ -3,8 +3,15 @@ import torch
 
 from graft.models.backbones import create_backbone
 from graft.models.classifier import GraftClassifier
-from graft.training.strategies import (Phase, apply_phase, layer_groups, make_optimizer, parameter_groups, phase_of,
-                                       plan_phases)
+from graft.training.strategies import (
+    Phase,
+    apply_phase,
+    layer_groups,
+    make_optimizer,
+    parameter_groups,
+    phase_of,
+    plan_phases,
+)
 
 
 def model(name="tiny_cnn", **kwargs):

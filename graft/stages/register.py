@@ -40,7 +40,10 @@ def decide(challenger_correct: torch.Tensor, champion_correct: torch.Tensor | No
 def rescore_champion(paths: Paths, champion: dict, test) -> tuple[torch.Tensor | None, str | None]:
     """(correct per test example, None), or (None, why the champion cannot be compared on these examples)."""
     label = f"champion v{champion['version']}"
-    classes = json.loads(champion["tags"].get("graft.classes", "null"))
+    if "graft.classes" not in champion["tags"]:
+        return None, (f"{label} carries no graft.classes tag (registered by another tool or an older graft), so "
+                      f"it cannot be re-scored on these examples; promote by hand if you mean to replace it")
+    classes = json.loads(champion["tags"]["graft.classes"])
     if classes != test.classes:
         return None, (f"{label} predicts classes {classes}, the test set has {test.classes}; "
                       f"the two cannot be compared on the same examples")

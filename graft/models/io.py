@@ -70,21 +70,24 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return tensors, read_json(sidecar_path(path))
 
 
+def describe_mismatch(missing: list[str], unexpected: list[str], shapes: list[str], show: int = 5) -> str:
+    """One line naming the keys and shapes that differ between a weights file and a model ('' if none)."""
+    parts = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+        if items:
+            parts.append(f"{label} {items[:show]}{' …' if len(items) > show else ''}")
+    return "; ".join(parts)
+
+
 def _check_fit(expected: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], path: Path) -> None:
     """Raise naming the keys and shapes that differ, instead of torch's generic load error."""
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     shapes = [f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
               for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing[:5]}{' …' if len(missing) > 5 else ''}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected[:5]}{' …' if len(unexpected) > 5 else ''}")
-        if shapes:
-            parts.append(f"shape mismatches {shapes[:5]}")
-        raise ModelFileError(f"{path}: weights do not fit the architecture: {'; '.join(parts)}")
+    mismatch = describe_mismatch(missing, unexpected, shapes)
+    if mismatch:
+        raise ModelFileError(f"{path}: weights do not fit the architecture: {mismatch}")
 
 
 def save_classifier(path: Path, model: GraftClassifier, architecture: dict[str, Any], classes: list[str],

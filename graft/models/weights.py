@@ -25,6 +25,7 @@ import torch
 
 from graft.errors import GraftError
 from graft.models.backbones import TORCHVISION_ARCHS, Backbone
+from graft.models.io import describe_mismatch
 
 # What torchvision's ImageNet weights were trained with (their transforms() say the same).
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -199,15 +200,9 @@ def load_into_backbone(backbone: Backbone, weights: ImportedWeights) -> None:
     missing = [k for k in target if k not in mapped and not k.endswith("num_batches_tracked")]
     shapes = [f"{k}: file {tuple(v.shape)} vs model {tuple(target[k].shape)}" for k, v in mapped.items()
               if v.shape != target[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} backbone keys missing from the file, e.g. {missing[:3]}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected[:3]}{' …' if len(unexpected) > 3 else ''}")
-        if shapes:
-            parts.append(f"shape mismatches {shapes[:3]}")
-        raise WeightsError(f"{weights.file}: the weights do not fit model.backbone ({'; '.join(parts)}). Check "
+    mismatch = describe_mismatch(missing, unexpected, shapes, show=3)
+    if mismatch:
+        raise WeightsError(f"{weights.file}: the weights do not fit model.backbone ({mismatch}). Check "
                            f"model.backbone and model.backbone_args: the file must hold that architecture "
                            f"(published torchvision weights need adapt_stem: false, the default for imports)")
     backbone.load_state_dict({**target, **mapped})

@@ -46,18 +46,23 @@ def _checkpoint_epoch(ws: Path) -> int:
     return 0
 
 
-def test_killed_pretraining_resumes_and_matches_an_uninterrupted_run(tmp_path):
+def _kill_dvc_repro_pretrain_after(ws: Path, epochs: int) -> None:
+    """Start `dvc repro pretrain` and SIGKILL it (and the stage it runs) once `epochs` are checkpointed."""
     dvc_exe = str(Path(sys.executable).with_name("dvc"))
-    interrupted = _workspace(tmp_path / "interrupted")
-    proc = subprocess.Popen([dvc_exe, "repro", "pretrain"], cwd=interrupted, env=_dvc_env(),
+    proc = subprocess.Popen([dvc_exe, "repro", "pretrain"], cwd=ws, env=_dvc_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
-    while _checkpoint_epoch(interrupted) < 3:
+    while _checkpoint_epoch(ws) < epochs:
         assert proc.poll() is None, "pretrain finished before it could be interrupted; make it longer"
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # dvc and the `graft stage pretrain` it started
     proc.wait()
+
+
+def test_killed_pretraining_resumes_and_matches_an_uninterrupted_run(tmp_path):
+    interrupted = _workspace(tmp_path / "interrupted")
+    _kill_dvc_repro_pretrain_after(interrupted, 3)
     killed_at = _checkpoint_epoch(interrupted)
     assert 3 <= killed_at < 30
     assert not (interrupted / "metrics/pretrain.json").exists()
@@ -85,16 +90,8 @@ def _history_without_timing(ws: Path) -> list[dict]:
 
 
 def test_changed_params_start_over_and_say_so(tmp_path):
-    dvc_exe = str(Path(sys.executable).with_name("dvc"))
     ws = _workspace(tmp_path / "ws")
-    proc = subprocess.Popen([dvc_exe, "repro", "pretrain"], cwd=ws, env=_dvc_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while _checkpoint_epoch(ws) < 2:
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    _kill_dvc_repro_pretrain_after(ws, 2)
 
     params = yaml.safe_load((ws / "params.yaml").read_text())
     params["pretrain"]["lr"] = params["pretrain"]["lr"] / 2

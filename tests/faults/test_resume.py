@@ -19,7 +19,7 @@ from tests.conftest import dvc, make_workspace
 def _longer_pretraining(ws: Path) -> None:
     params = yaml.safe_load((ws / "params.yaml").read_text())
     params["ingest"]["source"]["per_class"] = 80
-    params["pretrain"]["epochs"] = 30
+    params["pretrain"]["epochs"] = 60  # long enough to be killed part-way on any machine
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -64,7 +64,7 @@ def test_killed_pretraining_resumes_and_matches_an_uninterrupted_run(tmp_path):
     interrupted = _workspace(tmp_path / "interrupted")
     _kill_dvc_repro_pretrain_after(interrupted, 3)
     killed_at = _checkpoint_epoch(interrupted)
-    assert 3 <= killed_at < 30
+    assert 3 <= killed_at < 60
     assert not (interrupted / "metrics/pretrain.json").exists()
 
     resumed = dvc(interrupted, "repro", "pretrain").stdout
@@ -85,7 +85,7 @@ def _history_without_timing(ws: Path) -> list[dict]:
 
     with open(ws / "plots/pretrain.csv", newline="") as f:
         rows = [{k: v for k, v in row.items() if k not in ("images_per_sec", "seconds")} for row in csv.DictReader(f)]
-    assert len(rows) == 30
+    assert len(rows) == 60
     return rows
 
 

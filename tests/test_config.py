@@ -16,7 +16,7 @@ def errors_for(raw: dict) -> str:
 
 def test_shipped_params_parse():
     params = load_params(REPO / "params.yaml")
-    assert params.finetune.strategy in ("full", "linear_probe")
+    assert params.finetune.strategy in ("full", "linear_probe", "gradual_unfreeze")
     assert params.ingest.source.kind == "synthetic"
 
 

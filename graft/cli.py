@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
                            help="models:/<name>@<alias> or models:/<name>/<version> (default: the champion)")
     reproduce.add_argument("--keep", action="store_true", help="keep the temporary worktree for inspection")
 
+    log = sub.add_parser("log", help="send tracking entries that could not reach the tracking store earlier",
+                         description="Entries that the tracking store did not accept after retries are kept in "
+                                     ".graft/pending/; this sends them, in order, once the store is back.")
+    log.add_argument("--pending", action="store_true", required=True, help="send every owed entry")
+
     compare = sub.add_parser("compare", help="the last pipeline runs side by side: differing params, key metrics")
     compare.add_argument("--last", type=int, default=5, metavar="N", help="how many runs (default 5)")
     compare.add_argument("--out", default=".graft/compare.png", help="where to write the comparison PNG")
@@ -139,6 +144,7 @@ def _run(args, root: Path) -> int:
     stale = {} if args.force else stale_stages(paths.root)
     if not args.force and not stale:
         print("Pipeline is up to date: nothing to run.\n")
+        _warn_if_owed(paths.root)
         save_stage_statuses(paths, {name: {"status": "up to date", "seconds": None} for name in dag})
         print(render(paths))
         return 0
@@ -223,6 +229,7 @@ def cmd_status(args, root: Path) -> int:
             print(f"stale     {name:<13} {'; '.join(reasons[:3])}")
     else:
         print("stages    all up to date")
+    _warn_if_owed(paths.root)
     print(f"data      data/raw {locked_hash(paths.root, 'ingest', 'data/raw') or 'not recorded yet (run graft run)'}")
     _quiet_environment()
     from graft import tracking
@@ -276,6 +283,28 @@ def cmd_reproduce(args, root: Path) -> int:
     return 0 if outcome.matched else 1
 
 
+def cmd_log(args, root: Path) -> int:
+    _quiet_environment()
+    from graft import pending, tracking
+
+    if not pending.count(root):
+        print("no tracking entries are owed")
+        return 0
+    tracking.check_reachable(root)
+    sent, runs = tracking.send_pending(root)
+    print(f"sent {sent} owed tracking entries for {runs} run(s) to {tracking.tracking_uri(root)}")
+    return 0
+
+
+def _warn_if_owed(root: Path) -> None:
+    from graft import pending
+
+    owed = pending.count(root)
+    if owed:
+        print(f"note: {owed} tracking entries are still owed to MLflow (the store was unreachable); "
+              f"`graft log --pending` sends them", file=sys.stderr)
+
+
 def cmd_compare(args, root: Path) -> int:
     _quiet_environment()
     from graft.compare import compare_runs, comparison_png, format_table
@@ -313,8 +342,9 @@ def cmd_lr_find(args, root: Path) -> int:
     return 0
 
 
-COMMANDS = {"lr-find": cmd_lr_find, "run": cmd_run, "stage": cmd_stage, "status": cmd_status, "ui": cmd_ui, "lineage": cmd_lineage,
-            "reproduce": cmd_reproduce, "compare": cmd_compare, "predict": cmd_predict}
+COMMANDS = {"run": cmd_run, "stage": cmd_stage, "status": cmd_status, "ui": cmd_ui, "lr-find": cmd_lr_find,
+            "lineage": cmd_lineage, "reproduce": cmd_reproduce, "compare": cmd_compare, "predict": cmd_predict,
+            "log": cmd_log}
 
 
 def main(argv: list[str] | None = None) -> int:

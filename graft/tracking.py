@@ -20,7 +20,25 @@ from graft.errors import GraftError
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 
-_active: dict[str, Any] = {"client": None, "run_id": None}
+_active: dict[str, Any] = {"client": None, "run_id": None, "root": None, "owed": 0}
+
+
+def _with_retries(what: str, call, *args, **kwargs):
+    """Call the tracking store, retrying with exponential backoff; TrackingError if it never answers.
+
+    GRAFT_TRACKING_RETRIES (default 3) and GRAFT_TRACKING_BACKOFF (first wait in seconds, default 1)
+    tune it. Only I/O is retried here, never training.
+    """
+    attempts = int(os.environ.get("GRAFT_TRACKING_RETRIES", "3"))
+    wait = float(os.environ.get("GRAFT_TRACKING_BACKOFF", "1"))
+    for attempt in range(1, attempts + 1):
+        try:
+            return call(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - network, server and store errors alike
+            if attempt == attempts:
+                raise TrackingError(f"{what} failed after {attempts} attempts: {type(e).__name__}: "
+                                    f"{str(e).splitlines()[0][:200] if str(e) else ''}") from e
+            time.sleep(wait * 2 ** (attempt - 1))
 
 
 class TrackingError(GraftError, RuntimeError):
@@ -35,6 +53,9 @@ def _quiet_env() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # graft retries on its own (_with_retries) and keeps what still fails; MLflow's default of 7
+    # HTTP retries with backoff would stall training for minutes per call during an outage.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 
 
 def client_for(root: Path):
@@ -125,14 +146,27 @@ def stage_run(root: Path, experiment: str, stage: str, parent_run_id: str | None
     run = client.create_run(experiment_id(client, root, experiment), run_name=stage, tags=run_tags)
     run_id = run.info.run_id
     _log_params(client, run_id, flatten(params))
-    _active.update(client=client, run_id=run_id)
+    _active.update(client=client, run_id=run_id, root=Path(root), owed=0)
     failed = True
     try:
         yield run_id
         failed = False
     finally:
-        _active.update(client=None, run_id=None)
-        client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+        owed_entries = _active["owed"]
+        _active.update(client=None, run_id=None, root=None, owed=0)
+        status = "FAILED" if failed else "FINISHED"
+        try:
+            _with_retries("closing the MLflow run", client.set_terminated, run_id, status=status)
+        except TrackingError:
+            from graft import pending
+
+            pending.owe(root, run_id, {"kind": "terminate", "status": status})
+            owed_entries += 1
+        if owed_entries:
+            from graft.report import warn
+
+            warn(f"{stage}: {owed_entries} tracking entries could not be sent to {tracking_uri(root)}; they are "
+                 f"kept in .graft/pending/ and `graft log --pending` sends them once the store is back")
 
 
 def log_epoch(row: dict) -> None:
@@ -143,8 +177,38 @@ def log_epoch(row: dict) -> None:
 
     now = int(time.time() * 1000)
     step = int(row["epoch"])
-    metrics = [Metric(k, float(v), now, step) for k, v in row.items() if k != "epoch" and isinstance(v, (int, float))]
-    _active["client"].log_batch(_active["run_id"], metrics=metrics)
+    values = {k: float(v) for k, v in row.items() if k != "epoch" and isinstance(v, (int, float))}
+    metrics = [Metric(k, v, now, step) for k, v in values.items()]
+    try:
+        _with_retries("logging an epoch", _active["client"].log_batch, _active["run_id"], metrics=metrics)
+    except TrackingError:
+        # Training goes on; the entry is kept for `graft log --pending`.
+        from graft import pending
+
+        pending.owe(_active["root"], _active["run_id"], {"kind": "metrics", "step": step, "timestamp": now,
+                                                          "values": values})
+        _active["owed"] += 1
+
+
+def send_pending(root: Path) -> tuple[int, int]:
+    """Send every owed entry (`graft log --pending`); returns (entries sent, runs settled)."""
+    from mlflow.entities import Metric
+
+    from graft import pending
+
+    client = client_for(root)
+    sent = runs = 0
+    for run_id, entries in pending.owed(root).items():
+        for entry in entries:
+            if entry["kind"] == "metrics":
+                metrics = [Metric(k, v, entry["timestamp"], entry["step"]) for k, v in entry["values"].items()]
+                _with_retries("sending owed metrics", client.log_batch, run_id, metrics=metrics)
+            elif entry["kind"] == "terminate":
+                _with_retries("closing an owed run", client.set_terminated, run_id, status=entry["status"])
+            sent += 1
+        pending.settle(root, run_id)
+        runs += 1
+    return sent, runs
 
 
 def log_summary(run_id: str | None, root: Path, metrics: dict) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from graft.errors import GraftError
-from graft.files import read_json, write_json
+from graft.files import read_json
 from graft.models.backbones import create_backbone
 from graft.models.classifier import GraftClassifier
 from graft.models.heads import HeadSpec
@@ -48,11 +48,22 @@ def architecture_of(params) -> dict[str, Any]:
 def _save(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     from safetensors.torch import save_file
 
+    import json
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    sidecar = sidecar_path(path)
+    tmp, tmp_sidecar = path.with_name(f".{path.name}.tmp"), sidecar.with_name(f".{sidecar.name}.tmp")
+    try:
+        # Both files are complete on disk before either replaces the previous version, so a failed
+        # write (a full disk) leaves the previous weights and sidecar as they were.
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+        tmp_sidecar.write_text(json.dumps(meta, indent=2) + "\n")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        tmp_sidecar.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
-    write_json(sidecar_path(path), meta)
+    tmp_sidecar.replace(sidecar)
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -118,3 +118,32 @@ def test_pickle_carrying_code_is_never_executed(tmp_path):
     with pytest.raises(ModelFileError):
         load_classifier(path)
     assert not marker.exists()
+
+
+def test_failed_write_keeps_the_previous_model(stage_root, tiny_params, monkeypatch):
+    """A full disk while finetune saves: the previous fine-tuned model and its sidecar stay as they were."""
+    import errno
+
+    import safetensors.torch
+
+    from graft.paths import Paths
+    from graft.stages import finetune, pretrain, replace_head
+
+    paths = Paths.at(stage_root)
+    for stage in (pretrain, replace_head, finetune):
+        stage.run(tiny_params, paths)
+    weights, sidecar = paths.model("finetuned"), paths.model("finetuned").with_suffix(".json")
+    before = weights.read_bytes(), sidecar.read_bytes()
+
+    def disk_full(tensors, filename, *args, **kwargs):
+        with open(filename, "wb") as f:
+            f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device", filename)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
+    params = tiny_params.model_copy(deep=True)
+    params.finetune.lr = tiny_params.finetune.lr / 2
+    with pytest.raises(OSError, match="No space left"):
+        finetune.run(params, paths)
+    assert (weights.read_bytes(), sidecar.read_bytes()) == before
+    assert sorted(p.name for p in paths.models.iterdir() if p.name.startswith(".")) == []  # no partial files left

@@ -130,9 +130,9 @@ def _run(args, root: Path) -> int:
     from graft.summary import render, save_stage_statuses
 
     paths = Paths.at(root)
-    params = apply_overrides(paths.params, args.overrides)
+    params = apply_overrides(paths.params, args.overrides, write=not args.dry_run)
     for o in args.overrides:
-        print(f"params.yaml: set {o}")
+        print(f"params.yaml: {'would set' if args.dry_run else 'set'} {o}")
     dag = load_dag(paths.root)
     missing = missing_params(paths.root, dag)
     if missing:

@@ -374,7 +374,7 @@ def _set(tree: Any, parts: list[str], value: Any) -> None:
     tree[parts[-1]] = value
 
 
-def apply_overrides(path: Path, overrides: list[str]) -> Params:
+def apply_overrides(path: Path, overrides: list[str], write: bool = True) -> Params:
     """Validate `overrides` against params.yaml and, only if valid, write them into it.
 
     Like `dvc exp run -S`, the values land in the file, so dvc.lock and params.yaml always agree.
@@ -387,7 +387,7 @@ def apply_overrides(path: Path, overrides: list[str]) -> Params:
     for parts, value in parsed:
         _set(plain, parts, value)
     params = validate_params(plain, origin=f"{path.name} with overrides")
-    if not parsed:
+    if not parsed or not write:
         return params
     from ruamel.yaml import YAML
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 from graft.config import Params
+from graft.data.dataset import DataError
 from graft.data.sources import describe_source, load_source
 from graft.data.store import save_dataset
 from graft.paths import Paths
@@ -19,6 +20,10 @@ def run(params: Params, paths: Paths) -> dict:
         spec = getattr(params.ingest, domain)
         say(f"ingest: reading the {domain} domain from {describe_source(spec)}")
         loaded[domain] = load_source(spec, domain, params, paths.root)
+        classes = loaded[domain][0].classes
+        if len(classes) < 2:
+            raise DataError(f"the {domain} domain has {len(classes)} class ({', '.join(classes) or 'none'}): a classifier "
+                            f"needs at least two; add class folders or list more classes in ingest.{domain}.classes")
 
     tmp = paths.raw.with_name("raw.tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -147,3 +147,29 @@ def test_failed_write_keeps_the_previous_model(stage_root, tiny_params, monkeypa
         finetune.run(params, paths)
     assert (weights.read_bytes(), sidecar.read_bytes()) == before
     assert sorted(p.name for p in paths.models.iterdir() if p.name.startswith(".")) == []  # no partial files left
+
+
+def test_mixed_modes_sizes_and_odd_names_are_read(workspace):
+    folder = workspace / "data/sources/odd"
+    (folder / "a").mkdir(parents=True)
+    (folder / "b").mkdir(parents=True)
+    modes = [("L", (30, 20)), ("RGB", (64, 64)), ("RGBA", (17, 33)), ("P", (40, 40)), ("I;16", (25, 25))]
+    for i, (mode, size) in enumerate(modes):
+        for cls in ("a", "b"):
+            Image.new(mode, size).save(folder / cls / f"{i} é 'quoted' [x].png")
+    for i in range(15):  # enough per class for the tiny label budget and splits
+        for cls in ("a", "b"):
+            Image.new("RGB", (20, 20), (i * 10, 0, 0)).save(folder / cls / f"extra{i}.jpg")
+    _use_imagefolder_target(workspace, "data/sources/odd")
+    run_cli(workspace, "stage", "ingest")
+    sidecar = json.loads((workspace / "data/raw/target.json").read_text())
+    assert sidecar["count"] == 40 and sidecar["shape"] == [3, 16, 16] and sidecar["skipped"] == []
+
+
+def test_decompression_bomb_is_refused(workspace):
+    folder = workspace / "data/sources/bomb"
+    _image_folder(folder)
+    Image.new("1", (14000, 14000)).save(folder / "cats" / "huge.png")  # 196 megapixels, a few kB on disk
+    _use_imagefolder_target(workspace, "data/sources/bomb")
+    proc = run_cli(workspace, "stage", "ingest", check=False)
+    assert proc.returncode == 1 and "huge.png" in proc.stderr and "pixels" in proc.stderr, proc.stderr

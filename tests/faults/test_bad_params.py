@@ -1,0 +1,64 @@
+"""Bad parameters are refused by `graft run` before any work, with the key, the value and what is
+allowed, and params.yaml is left as it was."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.conftest import run_cli
+
+CASES = [
+    (["finetune.lrr=0.1"], ["unknown key 'finetune.lrr'", "did you mean 'finetune.lr'"]),
+    (["finetune.epochs=many"], ["finetune.epochs = 'many'", "integer"]),
+    (["finetune.lr=0"], ["finetune.lr = 0", "greater than 0"]),
+    (["finetune.lr=-0.01"], ["finetune.lr = -0.01", "greater than 0"]),
+    (["ingest.target.classes=[]"], ["ingest.target", "empty list"]),
+    (["ingest.source.classes=[circle_dots, ring_solid]", "ingest.target.classes=[ring_solid, cross_dots]"],
+     ["share classes ['ring_solid']"]),
+    (["model.backbone=resnet1000"], ["model.backbone = 'resnet1000'", "resnet18"]),
+    (["finetune.strategy=magic"], ["finetune.strategy = 'magic'", "linear_probe"]),
+]
+
+
+@pytest.mark.parametrize("overrides,expected", CASES, ids=[c[0][0] for c in CASES])
+def test_refused_before_any_work(workspace, overrides, expected):
+    before = (workspace / "params.yaml").read_text()
+    args = [a for o in overrides for a in ("-S", o)]
+    proc = run_cli(workspace, "run", *args, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    for text in expected:
+        assert text in proc.stderr, (text, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    assert (workspace / "params.yaml").read_text() == before
+    assert not (workspace / "data/raw").exists()
+
+
+def _set(workspace, section: str, key: str, value) -> None:
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params[section][key] = value
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_dry_run_validates_overrides_but_writes_nothing(workspace):
+    before = (workspace / "params.yaml").read_text()
+    proc = run_cli(workspace, "run", "--dry-run", "-S", "finetune.lr=0.5")
+    assert "would set finetune.lr=0.5" in proc.stdout
+    assert (workspace / "params.yaml").read_text() == before
+
+
+def test_label_budget_above_the_data_names_the_numbers(workspace):
+    run_cli(workspace, "stage", "ingest")
+    _set(workspace, "data", "labels_per_class", 500)
+    proc = run_cli(workspace, "stage", "prepare", check=False)
+    assert proc.returncode == 1
+    assert "data.labels_per_class (500)" in proc.stderr and "Lower those numbers or add images" in proc.stderr
+
+
+def test_a_single_class_is_refused(workspace):
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["ingest"]["target"]["classes"] = ["circle_checker"]
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = run_cli(workspace, "stage", "ingest", check=False)
+    assert proc.returncode == 1 and "at least two" in proc.stderr, proc.stderr
+    assert not (workspace / "data/raw").exists()

@@ -9,7 +9,7 @@ import torch
 from graft.config import Params
 from graft.data.dataset import DataError, ImageDataset
 from graft.data.store import load_dataset, save_dataset
-from graft.files import write_json
+from graft.files import read_json, write_json
 from graft.paths import Paths
 from graft.report import say
 from graft.seeding import generator
@@ -84,6 +84,8 @@ def run(params: Params, paths: Paths) -> dict:
             "label_budget": params.data.labels_per_class if domain == "target" else None,
             "mean": mean,
             "std": std,
+            # Unreadable files ingest skipped (ingest.bad_files: skip), so the data's gaps stay visible.
+            "skipped_files": read_json(paths.raw / f"{domain}.json").get("skipped", []),
         }
         write_json(tmp / "manifest.json", manifest)
         shutil.rmtree(out, ignore_errors=True)

@@ -53,6 +53,9 @@ def test_skip_policy_counts_and_records_skipped_files(workspace):
     sidecar = yaml.safe_load((workspace / "data/raw/target.json").read_text())
     assert sidecar["count"] == 40
     assert [s["path"].endswith("notes.jpg") for s in sidecar["skipped"]] == [True]
+    run_cli(workspace, "stage", "prepare")
+    manifest = json.loads((workspace / "data/prepared/target/manifest.json").read_text())
+    assert [s["path"].endswith("notes.jpg") for s in manifest["skipped_files"]] == [True]
 
 
 def test_empty_class_folder_is_named(workspace):

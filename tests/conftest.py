@@ -110,6 +110,18 @@ def stage_root(prepared_root: Path, tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture
+def grafted(stage_root: Path, tiny_params):
+    """Paths of a stage_root where pretrain and replace_head have run (a grafted model to fine-tune)."""
+    from graft.paths import Paths
+    from graft.stages import pretrain, replace_head
+
+    paths = Paths.at(stage_root)
+    pretrain.run(tiny_params, paths)
+    replace_head.run(tiny_params, paths)
+    return paths
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     """One temporary Prefect API server for the whole test run."""

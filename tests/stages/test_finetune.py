@@ -12,14 +12,6 @@ from graft.paths import Paths
 from graft.stages import finetune, pretrain, replace_head
 
 
-@pytest.fixture
-def grafted(stage_root, tiny_params):
-    paths = Paths.at(stage_root)
-    pretrain.run(tiny_params, paths)
-    replace_head.run(tiny_params, paths)
-    return paths
-
-
 def with_finetune(params, **changes):
     params = params.model_copy(deep=True)
     for key, value in changes.items():

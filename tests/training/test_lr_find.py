@@ -6,7 +6,6 @@ import yaml
 
 from graft.cli import main as graft
 from graft.paths import Paths
-from graft.stages import pretrain, replace_head
 from graft.training import lr_find
 from tests.conftest import REPO, tiny_params_dict
 
@@ -26,14 +25,6 @@ def test_suggestions_land_in_the_descent():
     for suggest in (lr_find.valley, lr_find.steep):
         assert 1e-4 <= suggest(lrs, losses) <= 1e-2, suggest.__name__
     assert lr_find.minimum(lrs, losses) == pytest.approx(1e-2 / 10, rel=0.2)
-
-
-@pytest.fixture
-def grafted(stage_root, tiny_params):
-    paths = Paths.at(stage_root)
-    pretrain.run(tiny_params, paths)
-    replace_head.run(tiny_params, paths)
-    return paths
 
 
 def test_range_test_on_the_grafted_model(grafted, tiny_params, capsys):

@@ -28,6 +28,14 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def read_json_or_empty(path: Path) -> dict:
+    """A metrics/manifest file that may not exist yet (or is unreadable): {} instead of an error."""
+    try:
+        return read_json(path)
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
 def _ignored(path: Path) -> bool:
     """Bytecode caches are not inputs (and .dvcignore hides them from DVC too)."""
     return "__pycache__" in path.parts or path.suffix == ".pyc"

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import json
 
 from graft.config import Params
-from graft.files import read_json
+from graft.files import read_json_or_empty
 from graft.paths import Paths
 
 
-def _load(path) -> dict:
-    try:
-        return read_json(path)
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
 def model_card(params: Params, paths: Paths, tags: dict[str, str]) -> str:
-    source, target = (_load(paths.prepared(d) / "manifest.json") for d in ("source", "target"))
-    pre, ev, reg = (_load(paths.metric(n)) for n in ("pretrain", "evaluate", "register"))
+    source, target = (read_json_or_empty(paths.prepared(d) / "manifest.json") for d in ("source", "target"))
+    pre, ev, reg = (read_json_or_empty(paths.metric(n)) for n in ("pretrain", "evaluate", "register"))
 
     def pct(v):
         return f"{100 * v:.1f}%" if isinstance(v, (int, float)) else "n/a"

@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
-from graft.files import read_json, write_json
+from graft.files import read_json_or_empty, write_json
 from graft.paths import Paths
-
-
-def _load(path: Path) -> dict:
-    try:
-        return read_json(path)
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def save_stage_statuses(paths: Paths, statuses: dict[str, dict]) -> None:
@@ -22,7 +13,7 @@ def save_stage_statuses(paths: Paths, statuses: dict[str, dict]) -> None:
 
 def key_metrics(paths: Paths) -> dict[str, float]:
     """The headline numbers of the last run (logged on the parent MLflow run too)."""
-    pre, ev = _load(paths.metric("pretrain")), _load(paths.metric("evaluate"))
+    pre, ev = read_json_or_empty(paths.metric("pretrain")), read_json_or_empty(paths.metric("evaluate"))
     picked = {"source_test_acc": pre.get("source_test_acc"), "test_acc": ev.get("test_acc"),
               "test_macro_f1": ev.get("test_macro_f1"), "baseline_test_acc": ev.get("baseline_test_acc"),
               "transfer_gain": ev.get("transfer_gain")}
@@ -31,7 +22,7 @@ def key_metrics(paths: Paths) -> dict[str, float]:
 
 def render(paths: Paths, statuses: dict[str, dict] | None = None) -> str:
     """A plain-text table: each stage (ran / up to date, time), then the key metrics and the registered model."""
-    statuses = statuses if statuses is not None else _load(paths.state / "last_run.json")
+    statuses = statuses if statuses is not None else read_json_or_empty(paths.state / "last_run.json")
     lines = []
     if statuses:
         lines.append(f"{'stage':<14}{'status':<14}{'time':>9}")
@@ -39,7 +30,7 @@ def render(paths: Paths, statuses: dict[str, dict] | None = None) -> str:
             seconds = f"{s['seconds']:.1f}s" if s.get("seconds") is not None else "-"
             lines.append(f"{name:<14}{s.get('status', '?'):<14}{seconds:>9}")
         lines.append("")
-    pre, ev, reg = (_load(paths.metric(n)) for n in ("pretrain", "evaluate", "register"))
+    pre, ev, reg = (read_json_or_empty(paths.metric(n)) for n in ("pretrain", "evaluate", "register"))
 
     def pct(v):
         return f"{100 * v:.1f}%" if isinstance(v, (int, float)) else "-"

@@ -8,7 +8,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
-.PHONY: setup run test ui clean
+.PHONY: setup run test ui server clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,10 @@ test: setup  ## the whole test suite
 
 ui: setup  ## the MLflow UI on http://127.0.0.1:5000
 	$(VENV)/bin/graft ui
+
+server: setup  ## a local Prefect server and UI on http://127.0.0.1:4200 (for graft serve); then export PREFECT_API_URL
+	@echo "Prefect UI on http://127.0.0.1:4200; in another shell: export PREFECT_API_URL=http://127.0.0.1:4200/api"
+	$(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200
 
 clean:  ## remove pipeline outputs and the local tracking store (not the venv)
 	rm -rf data/raw data/prepared/source data/prepared/target models/*.safetensors models/*.json metrics/*.json \

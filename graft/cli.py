@@ -19,9 +19,14 @@ examples:
   graft stage evaluate              run one stage (this is what dvc repro calls)
   graft status                      what is stale, the registered champion and the data hash
   graft compare --last 3            the last runs side by side, plus a PNG
+  graft sweep -S finetune.lr=0.001,0.0003 -S finetune.strategy=full,gradual_unfreeze
+                                    run the 2x2 grid, two variants at a time, and compare them
   graft lineage                     commit, data, params and runs behind the champion
   graft reproduce models:/graft-classifier/2   rerun a model's pipeline and check the metrics match
   graft predict photo.png           classify images with the champion
+  graft data add new_images/        merge labelled images (class folders) into the image-folder source
+  graft retrain                     retrain now if the data changed since the champion was trained
+  graft serve --cron "0 3 * * *"    retrain on a schedule (needs a Prefect server: make server)
   graft ui                          open the MLflow UI on http://127.0.0.1:5000
 
 graft keeps DVC (what is stale), Prefect (how stages run) and MLflow (what happened) in step:
@@ -98,6 +103,55 @@ def build_parser() -> argparse.ArgumentParser:
     lr_find.add_argument("--end-lr", type=float, default=10.0, help="last rate (default 10)")
     lr_find.add_argument("--num-it", type=int, default=100, help="steps (default 100)")
     lr_find.add_argument("--out", default=".graft/lr_find.png", help="where to save the plot (default .graft/lr_find.png)")
+
+    data = sub.add_parser("data", help="manage the images the pipeline reads (graft data add PATH)")
+    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    add = data_sub.add_parser(
+        "add", help="merge a folder of labelled images into the configured image-folder source",
+        description="Check every image in PATH (PATH/<class_name>/<images>) and merge them into the image-folder "
+                    "source of ingest.<domain> in params.yaml. Nothing is copied unless every image decodes and "
+                    "every class is allowed. Images already present (same bytes) are skipped; name clashes are "
+                    "renamed, never overwritten. DVC then sees ingest as stale, so the next `graft run` or "
+                    "scheduled retraining picks the images up.")
+    add.add_argument("path", metavar="PATH", help="folder of class subfolders of images")
+    add.add_argument("--domain", choices=("target", "source"), default="target",
+                     help="which domain's source receives them (default: target, the fine-tuning data)")
+    add.add_argument("--dry-run", action="store_true", help="check and report what would be copied; copy nothing")
+
+    sub.add_parser("retrain", help="run the retraining flow once now: retrain only if the data changed",
+                   description="Check whether the data changed since the champion was trained (DVC staleness, "
+                               "the champion's data hash, folders outside the repository); if so run the pipeline "
+                               "and its promotion gate, else record why nothing was trained. Publishes a Markdown "
+                               "report as a Prefect artifact and posts it to retrain.webhook when set.")
+
+    serve = sub.add_parser("serve", help="serve the retraining flow on a cron schedule (Prefect deployment)",
+                           description="Register the deployment graft-retrain/<name> with the Prefect server at "
+                                       "PREFECT_API_URL and run its scheduled flow runs from this process until "
+                                       "Ctrl-C. Start a server first with `make server`.")
+    serve.add_argument("--cron", required=True, metavar="EXPR", help='cron expression, e.g. "0 3 * * *" (03:00 daily)')
+    serve.add_argument("--timezone", default="UTC", help="time zone of the cron expression (default UTC)")
+    serve.add_argument("--name", default="scheduled", help="deployment name (default: scheduled)")
+
+    sweep = sub.add_parser(
+        "sweep", help="run a grid of parameter variants side by side and compare them",
+        description="Run the pipeline (up to evaluate) once per combination of the -S values, each variant in its "
+                    "own workspace under .graft/sweeps/<id>/<n>/ and its own process, --workers at a time. Stages "
+                    "whose inputs are the same for several variants (e.g. pretrain when only finetune.* is swept) "
+                    "run once and are restored from DVC's run cache for the others. MLflow gets one sweep run with "
+                    "a pipeline run per variant; the sweep ends with a table and a PNG. The best variant is chosen "
+                    "by validation accuracy. params.yaml is not changed.",
+        epilog="example: graft sweep -S finetune.strategy=full,gradual_unfreeze -S finetune.lr=1e-3,3e-4 "
+               "-S data.labels_per_class=5,20 --workers 2")
+    sweep.add_argument("-S", "--set-param", dest="grid", action="append", default=[], metavar="KEY=V1,V2",
+                       help="a swept parameter and its values, comma-separated (a value in [...] is one value); "
+                            "repeat -S for more parameters; every combination runs")
+    sweep.add_argument("--workers", type=int, default=2, metavar="N",
+                       help="variants run at once, one process each (default 2); torch threads = cores // N")
+    sweep.add_argument("--promote-best", action="store_true",
+                       help="register the best variant through the normal promotion gate (challenger; champion "
+                            "only if it beats the current one)")
+    sweep.add_argument("--keep-workspaces", action="store_true",
+                       help="keep every variant's workspace (failed variants' are always kept)")
 
     ui = sub.add_parser("ui", help="start the MLflow UI for this repository's store (127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
@@ -244,6 +298,11 @@ def cmd_status(args, root: Path) -> int:
               f"registered {age} ago, trained on data {champion['tags'].get('graft.data_hash', '?')}")
     else:
         print(f"champion  none registered for {params.tracking.model_name}")
+    from graft.retrain import last_outcome
+
+    last = last_outcome(paths.root)
+    if last:
+        print(f"retrain   last run {last['finished_at']}: {_retrain_line(last)[len('retrain: '):]}")
     return 0
 
 
@@ -255,6 +314,104 @@ def cmd_ui(args, root: Path) -> int:
            "--host", args.host, "--port", str(args.port)]
     print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)")
     os.execv(sys.executable, cmd)
+
+
+def cmd_data(args, root: Path) -> int:
+    from graft.config import load_params
+    from graft.data.add import apply_merge, plan_merge
+
+    params = load_params(root / "params.yaml")
+    plan = plan_merge(params, root, Path(args.path), args.domain)
+    where = os.path.relpath(plan.destination, root) if plan.destination.is_relative_to(root) else str(plan.destination)
+    counts = ", ".join(f"{cls} {n}" for cls, n in sorted(plan.per_class.items())) or "none"
+    verb = "would add" if args.dry_run else "added"
+    if not args.dry_run:
+        apply_merge(plan)
+    print(f"{verb} {len(plan.copies)} images to {where} ({counts})"
+          + (f"; {len(plan.duplicates)} already there, skipped" if plan.duplicates else ""))
+    if plan.new_classes:
+        print(f"note: new classes {plan.new_classes}: the classifier's classes change, so the promotion gate cannot "
+              f"compare the next model with the champion and will not promote it automatically", file=sys.stderr)
+    if args.dry_run or not plan.copies:
+        return 0
+    inside = plan.destination.resolve().is_relative_to((root / "data" / "sources").resolve())
+    print("DVC now sees `ingest` as stale (graft status)." if inside else
+          "This folder is outside data/sources/, so DVC does not watch it; `graft retrain` notices the change.")
+    print("next:   graft retrain        (or graft run; a served schedule picks it up by itself)\n"
+          "then:   git add dvc.lock params.yaml && git commit -m 'data: add images'   # records the new data hash\n"
+          "        dvc push                                                          # shares the data, with a remote")
+    return 0
+
+
+def cmd_retrain(args, root: Path) -> int:
+    _quiet_environment()
+    from graft import tracking
+
+    tracking.check_reachable(root)
+    from flows.retrain import retrain
+    from graft.retrain import last_outcome
+
+    try:
+        outcome = retrain(root=str(root))
+    except Exception:
+        outcome = last_outcome(root)
+        if outcome.get("status") != "failed":
+            raise  # failed before its report was written: the error itself says what happened
+        print("\n" + _retrain_line(outcome), file=sys.stderr)
+        return 1
+    print("\n" + _retrain_line(outcome))
+    return 0
+
+
+def _retrain_line(outcome: dict) -> str:
+    if outcome.get("status") == "skipped":
+        return f"retrain: {outcome['reason']}"
+    if outcome.get("status") == "failed":
+        return f"retrain: FAILED in {outcome.get('failed_stage')}: {outcome.get('error')}"
+    version = outcome.get("version")
+    verdict = ("promoted to champion" if outcome.get("promoted") else "kept as challenger") if version else ""
+    return (f"retrain: registered v{version}, {verdict} ({outcome.get('gate')})" if version
+            else f"retrain: {outcome.get('gate')}")
+
+
+def cmd_serve(args, root: Path) -> int:
+    _quiet_environment()
+    from prefect.schedules import Cron
+    from prefect.settings import get_current_settings
+
+    try:
+        schedule = Cron(args.cron, timezone=args.timezone)
+    except ValueError as e:
+        return _fail(f"--cron {args.cron!r}: {e}; five fields: minute hour day-of-month month day-of-week")
+    api = get_current_settings().api.url
+    if not api:
+        return _fail("graft serve needs a Prefect server that outlives it, for the schedule and the run history: "
+                     "start one with `make server` (UI on http://127.0.0.1:4200), then "
+                     "`export PREFECT_API_URL=http://127.0.0.1:4200/api` and run graft serve again")
+    _check_prefect_api(api)
+    from graft import tracking
+
+    tracking.check_reachable(root)
+    from flows.retrain import retrain
+
+    print(f"serving graft-retrain/{args.name} on {api}: cron {args.cron!r} ({args.timezone}), workspace {root}")
+    retrain.serve(name=args.name, schedules=[schedule], parameters={"root": str(root)}, tags=["graft"],
+                  description=f"graft scheduled retraining of {root}")
+    return 0
+
+
+def _check_prefect_api(api: str) -> None:
+    import urllib.error
+    import urllib.request
+
+    from graft.errors import GraftError
+
+    try:
+        with urllib.request.urlopen(f"{api.rstrip('/')}/health", timeout=5) as response:
+            response.read()
+    except (urllib.error.URLError, OSError) as e:
+        raise GraftError(f"the Prefect server at PREFECT_API_URL={api} is not reachable ({e}); start it with "
+                         f"`make server`, or point PREFECT_API_URL at a running one") from None
 
 
 def _model_uri(args, root: Path) -> str:
@@ -342,9 +499,48 @@ def cmd_lr_find(args, root: Path) -> int:
     return 0
 
 
+def cmd_sweep(args, root: Path) -> int:
+    import time
+
+    from graft.sweep import plan
+    from graft.workspace_lock import hold
+
+    if args.workers < 1:
+        return _fail("--workers must be at least 1")
+    variants = plan(root, args.grid)  # every variant validated before anything is written
+    with hold(root, _command_line()):
+        _quiet_environment()
+        from graft import tracking
+
+        tracking.check_reachable(root)
+        from prefect.task_runners import ProcessPoolTaskRunner
+
+        from flows.sweep import sweep
+
+        print(f"Sweeping {len(variants)} variants: " + "; ".join(f"{v.number} {v.name}" for v in variants))
+        start = time.perf_counter()
+        runner = ProcessPoolTaskRunner(max_workers=min(args.workers, len(variants)))
+        outcome = sweep.with_options(task_runner=runner)(root=str(root), specs=args.grid, workers=args.workers,
+                                                          promote_best=args.promote_best,
+                                                          keep_workspaces=args.keep_workspaces)
+    print(f"\nSweep {outcome['sweep_id']} finished in {time.perf_counter() - start:.0f}s\n\n{outcome['table']}")
+    print(f"\ncomparison plot: {outcome['png']} (also on the MLflow sweep run {outcome['sweep_run_id']})")
+    top, promoted = outcome["best"], outcome["promoted"]
+    if promoted:
+        print(f"registered {promoted['model_name']} v{promoted['version']} ({', '.join(promoted['aliases'])}): "
+              f"{promoted['reason']}")
+    elif top:
+        print(f"to keep the best: graft run {' '.join('-S ' + o for o in top['overrides'])}"
+              f"  (or graft sweep ... --promote-best)")
+    failed = [r for r in outcome["results"] if "error" in r]
+    for r in failed:
+        print(f"variant {r['number']} {r['name']} failed; its workspace is kept: {r['workspace']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 COMMANDS = {"run": cmd_run, "stage": cmd_stage, "status": cmd_status, "ui": cmd_ui, "lr-find": cmd_lr_find,
             "lineage": cmd_lineage, "reproduce": cmd_reproduce, "compare": cmd_compare, "predict": cmd_predict,
-            "log": cmd_log}
+            "log": cmd_log, "data": cmd_data, "retrain": cmd_retrain, "serve": cmd_serve, "sweep": cmd_sweep}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -266,6 +266,20 @@ class RegisterParams(Section):
     alpha: float = Field(0.05, gt=0.0, lt=1.0, description="Promote only if McNemar's one-sided p-value is below this.")
 
 
+class RetrainParams(Section):
+    """Scheduled retraining (flows/retrain.py). No stage reads it, so editing it reruns nothing."""
+    webhook: str = Field("", description="URL that receives every retraining outcome as JSON (POST); "
+                                        "`env:NAME` reads it from the environment (keeps tokens out of git "
+                                        "and MLflow); empty: no notification.")
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook_form(cls, v: str) -> str:
+        if v and not (v.startswith(("http://", "https://")) or (v.startswith("env:") and len(v) > 4)):
+            raise ValueError(f"{v!r} is neither an http(s):// URL nor env:VARIABLE_NAME (or empty for none)")
+        return v
+
+
 # `register` is a stage name; pydantic warns that it shadows ABCMeta.register, which Params never uses.
 warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
@@ -284,6 +298,7 @@ class Params(Section):
     baseline: BaselineParams = Field(default_factory=BaselineParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     register: RegisterParams = Field(default_factory=RegisterParams)
+    retrain: RetrainParams = Field(default_factory=RetrainParams)
 
 
 # ---------------------------------------------------------------- loading

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -52,3 +54,38 @@ def describe_source(spec: Any) -> str:
     if isinstance(spec, IdxSource):
         return f"idx {spec.images}"
     return f"torchvision {spec.name} at {spec.root}"
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """A cheap fingerprint of an image folder: every visible file's relative path, size and mtime.
+
+    Cheap on purpose (no reads): it runs on every scheduled check of folders that may be large.
+    A false alarm costs one `ingest`, after which DVC finds the raw data unchanged."""
+    h = hashlib.sha256()
+    if not folder.is_dir():
+        return "missing"
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(f for f in filenames if not f.startswith(".")):
+            path = Path(dirpath) / name
+            st = path.stat()
+            h.update(f"{path.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def external_folders(params: Params, root: Path) -> dict[str, Path]:
+    """Image-folder sources outside data/sources/ (DVC's dependency), by domain."""
+    sources = Path(root).resolve() / "data" / "sources"
+    out = {}
+    for domain in ("source", "target"):
+        spec = getattr(params.ingest, domain)
+        if isinstance(spec, ImageFolderSource):
+            folder = _resolve(root, spec.path).resolve()
+            if not folder.is_relative_to(sources):
+                out[domain] = folder
+    return out
+
+
+def source_fingerprints(params: Params, root: Path) -> dict[str, str]:
+    """What `ingest` records for the sources DVC cannot watch, keyed by domain."""
+    return {domain: folder_fingerprint(folder) for domain, folder in external_folders(params, root).items()}

@@ -6,7 +6,7 @@ import shutil
 
 from graft.config import Params
 from graft.data.dataset import DataError
-from graft.data.sources import describe_source, load_source
+from graft.data.sources import describe_source, load_source, source_fingerprints
 from graft.data.store import save_dataset
 from graft.paths import Paths
 from graft.report import say
@@ -15,6 +15,9 @@ from graft.report import say
 def run(params: Params, paths: Paths) -> dict:
     # Load both domains before writing anything: a bad file in the target must not leave a
     # fresh source beside a stale target.
+    # Folders outside data/sources/ are invisible to DVC: remember what they held (taken before
+    # reading, so files that arrive meanwhile count as new) for the retraining check.
+    fingerprints = source_fingerprints(params, paths.root)
     loaded = {}
     for domain in ("source", "target"):
         spec = getattr(params.ingest, domain)
@@ -30,7 +33,10 @@ def run(params: Params, paths: Paths) -> dict:
     summary = {}
     for domain, (ds, skipped) in loaded.items():
         spec = getattr(params.ingest, domain)
-        meta = save_dataset(tmp / domain, ds, {"origin": spec.model_dump(mode="json"), "skipped": skipped})
+        extra = {"origin": spec.model_dump(mode="json"), "skipped": skipped}
+        if domain in fingerprints:
+            extra["source_fingerprint"] = fingerprints[domain]
+        meta = save_dataset(tmp / domain, ds, extra)
         say(f"ingest: {domain}: {len(ds)} images, {len(ds.classes)} classes"
             + (f", {len(skipped)} unreadable files skipped" if skipped else ""))
         summary.update({f"{domain}_images": len(ds), f"{domain}_classes": len(ds.classes),

@@ -1,0 +1,80 @@
+"""Scheduled retraining: retrain only when the data changed, pass the result through the promotion
+gate, and report the outcome (a Prefect Markdown artifact, plus the webhook when one is set).
+
+Served on a schedule by `graft serve --cron ...`, or deployed to a work pool from prefect.yaml.
+A failed run leaves the champion where it was: only `register`, the last stage, moves aliases."""
+
+from __future__ import annotations
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed
+
+from graft import retrain as domain
+from graft import tracking
+from graft.config import load_params
+from graft.files import read_json_or_empty, write_json
+from graft.paths import Paths
+from graft.report import say
+from graft.workspace_lock import hold
+
+REPORT_KEY = "graft-retrain-report"
+
+
+# Retries belong on I/O: the check and the champion lookup read the tracking store.
+@task(name="check-for-changes", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def check_for_changes(root: str) -> domain.ChangeCheck:
+    paths = Paths.at(root)
+    params = load_params(paths.params)
+    tracking.check_reachable(paths.root)
+    return domain.check_for_changes(paths.root, params, tracking.champion_version(paths.root, params.tracking.model_name))
+
+
+@task(name="current-champion", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def current_champion(root: str) -> dict | None:
+    paths = Paths.at(root)
+    return tracking.champion_version(paths.root, load_params(paths.params).tracking.model_name)
+
+
+@task(name="publish-report", cache_policy=NO_CACHE)
+def publish_report(root: str, outcome: domain.Outcome) -> None:
+    """The Markdown report as a Prefect artifact, the outcome in .graft/retrain.json (graft status
+    shows it), and the webhook."""
+    paths = Paths.at(root)
+    params = load_params(paths.params)
+    report = domain.report_markdown(outcome, params.tracking.model_name)
+    create_markdown_artifact(markdown=report, key=REPORT_KEY, description=outcome.reason[:250])
+    write_json(paths.state / "retrain.json", outcome.to_json())
+    domain.notify(domain.webhook_url(params), outcome, params.tracking.model_name)
+
+
+@flow(name="graft-retrain", log_prints=True)
+def retrain(root: str = "."):
+    """Retrain when the data changed since the champion was trained; otherwise record why not."""
+    from flows.pipeline import pipeline
+
+    paths = Paths.at(root)
+    with hold(paths.root, "graft retrain"):
+        check = check_for_changes(str(paths.root))
+        say(check.summary)
+        if not check.changed:
+            outcome = domain.skipped_outcome(check)
+            publish_report(str(paths.root), outcome)
+            return Completed(message=check.summary[:500], data=outcome.to_json())
+
+        # DVC cannot see folders outside the repository: their change forces ingest; DVC takes it from there.
+        force = "ingest" if check.external_changed and "ingest" not in check.stale else None
+        try:
+            statuses = pipeline(root=str(paths.root), force=force)
+        except BaseException as error:
+            statuses = read_json_or_empty(paths.state / "last_run.json")
+            outcome = domain.failed_outcome(check, paths.root, statuses, error, current_champion(str(paths.root)))
+            publish_report(str(paths.root), outcome)
+            raise
+        outcome = domain.trained_outcome(check, paths.root, statuses, current_champion(str(paths.root)))
+        publish_report(str(paths.root), outcome)
+        verdict = (f"v{outcome.version} {'promoted' if outcome.promoted else 'kept as challenger'}"
+                   if outcome.version else "nothing registered")
+        return Completed(message=f"retrained: {verdict}", data=outcome.to_json())
+

@@ -28,7 +28,9 @@ def check_for_changes(root: str) -> domain.ChangeCheck:
     paths = Paths.at(root)
     params = load_params(paths.params)
     tracking.check_reachable(paths.root)
-    return domain.check_for_changes(paths.root, params, tracking.champion_version(paths.root, params.tracking.model_name))
+    name = params.tracking.model_name
+    return domain.check_for_changes(paths.root, params, tracking.champion_version(paths.root, name),
+                                    tracking.alias_version(paths.root, name, "challenger"))
 
 
 @task(name="current-champion", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -63,8 +65,11 @@ def retrain(root: str = "."):
             publish_report(str(paths.root), outcome)
             return Completed(message=check.summary[:500], data=outcome.to_json())
 
-        # DVC cannot see folders outside the repository: their change forces ingest; DVC takes it from there.
-        force = "ingest" if check.external_changed and "ingest" not in check.stale else None
+        # DVC cannot see folders outside the repository: their change forces ingest; DVC takes it from
+        # there. Data that differs from the champion's with every stage up to date (versions lost, a
+        # dvc.lock checked out) reruns register, so a change always ends in a gated model.
+        force = ("ingest" if check.external_changed and "ingest" not in check.stale
+                 else "register" if not check.stale and not check.external_changed else None)
         try:
             statuses = pipeline(root=str(paths.root), force=force)
         except BaseException as error:

@@ -49,8 +49,12 @@ def recorded_fingerprint(root: Path, domain: str) -> str | None:
     return read_json_or_empty(Paths.at(root).raw / f"{domain}.json").get("source_fingerprint")
 
 
-def check_for_changes(root: Path, params: Params, champion: dict | None) -> ChangeCheck:
-    """Whether a retraining run has anything to do, and why (see the module docstring)."""
+def check_for_changes(root: Path, params: Params, champion: dict | None, challenger: dict | None = None) -> ChangeCheck:
+    """Whether a retraining run has anything to do, and why (see the module docstring).
+
+    `challenger` is the latest registered version. When it was trained on today's data and not
+    promoted, training again would only repeat it (training is deterministic), so that is "nothing
+    changed" too; otherwise every scheduled run after a rejected challenger would retrain."""
     root = Path(root)
     stale = stale_stages(root)
     now = locked_hash(root, "ingest", "data/raw")
@@ -63,13 +67,18 @@ def check_for_changes(root: Path, params: Params, champion: dict | None) -> Chan
                 if folder_fingerprint(folder) != recorded_fingerprint(root, domain)]
     if external:
         reasons.append("new or changed files in " + ", ".join(external))
-    if champion is None:
+    already = challenger if challenger and now and challenger["tags"].get("graft.data_hash") == now else None
+    if champion is None and already is None:
         reasons.append(f"no champion registered for {params.tracking.model_name} yet")
-    elif now and trained_on != now:
+    elif champion is not None and now and trained_on != now and already is None:
         reasons.append(f"the raw data ({now}) differs from the data champion v{champion['version']} "
                        f"was trained on ({trained_on or 'unknown'})")
     changed = bool(reasons)
-    if not changed:
+    if not changed and already is not None and already["version"] != (champion or {}).get("version"):
+        gate = already["tags"].get("graft.gate.reason", "not promoted")
+        reasons.append(f"the raw data ({now}) was already trained into v{already['version']}, which the gate did "
+                       f"not promote ({gate}); DVC reports every stage up to date")
+    elif not changed:
         reasons.append(f"the raw data ({now}) is what champion v{champion['version']} was trained on, "
                        "and DVC reports every stage up to date")
     return ChangeCheck(changed=changed, reasons=reasons, data_hash_now=now, data_hash_champion=trained_on,

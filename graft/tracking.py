@@ -112,12 +112,23 @@ def _log_params(client, run_id: str, params: dict[str, str]) -> None:
         client.log_batch(run_id, params=items[i:i + 100])
 
 
-def start_pipeline_run(root: Path, experiment: str, pipeline_id: str, params: dict, tags: dict[str, str]) -> str:
-    """The parent run of one pipeline run; returns its id."""
+def start_pipeline_run(root: Path, experiment: str, pipeline_id: str, params: dict, tags: dict[str, str],
+                       run_name: str | None = None) -> str:
+    """The parent run of one pipeline run; returns its id. A sweep variant's is nested under the
+    sweep run by an `mlflow.parentRunId` tag and named after the variant."""
     client = client_for(root)
-    run = client.create_run(experiment_id(client, root, experiment), run_name=f"pipeline {pipeline_id[:8]}",
+    run = client.create_run(experiment_id(client, root, experiment), run_name=run_name or f"pipeline {pipeline_id[:8]}",
                             tags={**tags, "graft.kind": "pipeline", "graft.pipeline_run_id": pipeline_id})
     _log_params(client, run.info.run_id, flatten(params))
+    return run.info.run_id
+
+
+def start_sweep_run(root: Path, experiment: str, sweep_id: str, grid: dict[str, list], tags: dict[str, str]) -> str:
+    """The parent run of a sweep: the grid as params; each variant's pipeline run is nested under it."""
+    client = client_for(root)
+    run = client.create_run(experiment_id(client, root, experiment), run_name=f"sweep {sweep_id}",
+                            tags={**tags, "graft.kind": "sweep", "graft.sweep_id": sweep_id})
+    _log_params(client, run.info.run_id, {f"sweep.{k}": json.dumps(v) for k, v in grid.items()})
     return run.info.run_id
 
 
@@ -289,8 +300,13 @@ def resolve_version(root: Path, uri: str) -> dict:
 
 def champion_version(root: Path, name: str) -> dict | None:
     """The current champion of registered model `name`, or None."""
+    return alias_version(root, name, "champion")
+
+
+def alias_version(root: Path, name: str, alias: str) -> dict | None:
+    """The version of registered model `name` that holds `alias`, or None."""
     try:
-        return resolve_version(root, f"models:/{name}@champion")
+        return resolve_version(root, f"models:/{name}@{alias}")
     except TrackingError:
         return None
 

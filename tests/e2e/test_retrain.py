@@ -143,6 +143,14 @@ def test_new_data_added_with_graft_data_add_is_trained_and_gated(shop, webhook, 
     assert outcome["data_hash_before"] in report and outcome["data_hash_after"] in report
     assert tags["graft.gate.reason"] in report and "test_acc" in report
 
+    # Promoted or not, these data are now trained: the next scheduled run must not train them again.
+    from flows.retrain import retrain
+
+    again = retrain(root=str(ws))
+    expected = "is what champion v2 was trained on" if outcome["promoted"] else "already trained into v2"
+    assert again["status"] == "skipped" and expected in again["reason"], again["reason"]
+    assert versions(ws) == [1, 2]
+
 
 def test_a_run_that_fails_midway_leaves_the_champion_where_it_was(shop, webhook, tmp_path, monkeypatch):
     from flows.retrain import retrain

@@ -165,3 +165,29 @@ def locked_hash(root: Path, stage: str, path: str) -> str | None:
         if out.get("path") == path:
             return out.get("md5")
     return None
+
+
+def cache_dir(root: Path) -> str:
+    """This repository's DVC cache directory (`dvc cache dir`), absolute."""
+    with _repo(root) as repo:
+        return str(Path(repo.cache.local_cache_dir).resolve())
+
+
+def restore_from_run_cache(root: Path, stage: str) -> bool:
+    """Check out a stage's outputs from DVC's run cache, as `dvc repro` does, if a run with the same
+    deps, params and command was saved (by any workspace sharing this cache), and record it in
+    dvc.lock. False when there is no such run."""
+    import logging
+
+    from dvc.repo import lock_repo
+    from dvc.stage.cache import RunCacheNotFoundError
+
+    logging.getLogger("dvc").setLevel(logging.WARNING)
+    with _repo(root) as repo, lock_repo(repo):
+        (target,) = repo.stage.collect(stage)
+        try:
+            repo.stage_cache.restore(target)
+        except RunCacheNotFoundError:
+            return False
+        repo.commit(stage, force=True)
+    return True

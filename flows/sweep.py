@@ -1,0 +1,128 @@
+"""The sweep flow: one isolated workspace per variant, the variants run as Prefect tasks in separate
+processes (threads would share torch's global random state), one MLflow sweep run above them,
+then a table, a PNG, and optionally the best variant through the normal promotion gate.
+
+All the work is in graft/sweep.py and the pipeline flow; this file only wires it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+
+from graft import sweep as grid
+from graft import tracking
+from graft.config import load_params
+from graft.lineage import run_tags
+from graft.paths import Paths
+from graft.report import say, warn
+
+
+def _use_store_of(main_root: str) -> None:
+    # A variant works in its own workspace but reports to the main repository's tracking store.
+    os.environ["MLFLOW_TRACKING_URI"] = tracking.tracking_uri(Path(main_root))
+
+
+@task(name="variant", cache_policy=NO_CACHE, retries=0)
+def run_variant(main_root: str, workspace: str, variant: grid.Variant, run: grid.VariantRun) -> dict:
+    """The pipeline, up to evaluate, in the variant's workspace (this task runs in its own process)."""
+    _use_store_of(main_root)
+    from flows.pipeline import pipeline
+
+    start = time.perf_counter()
+    statuses = pipeline(root=workspace, variant=run)
+    return grid.variant_result(Path(workspace), variant, statuses, time.perf_counter() - start)
+
+
+@task(name="promote-best", cache_policy=NO_CACHE, retries=0)
+def promote(main_root: str, workspace: str, pipeline_run_id: str) -> dict:
+    """`register` for the chosen variant, through the normal gate, nested under its pipeline run."""
+    _use_store_of(main_root)
+    from graft.dag import commit_stage
+    from graft.files import read_json
+    from graft.runner import run_stage
+
+    ws = Paths.at(workspace)
+    pipeline_id = tracking.get_run(ws.root, pipeline_run_id)["tags"]["graft.pipeline_run_id"]
+    run_stage("register", load_params(ws.params), ws.root, pipeline_run_id, pipeline_id)
+    commit_stage(ws.root, "register")
+    return read_json(ws.metric("register"))
+
+
+@task(name="open-sweep-run", retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
+def open_sweep_run(root: str, experiment: str, sweep_id: str, specs: dict, tags: dict) -> str:
+    return tracking.start_sweep_run(Path(root), experiment, sweep_id, specs, tags)
+
+
+@task(name="close-sweep-run", retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
+def close_sweep_run(root: str, run_id: str, directory: str, top: dict | None, failed: bool) -> None:
+    folder = Path(directory)
+    files = [f for f in (folder / "comparison.png", folder / "table.txt", folder / "results.json") if f.exists()]
+    tracking.log_artifacts(run_id, Path(root), files, "sweep")
+    if top is not None:
+        tracking.set_tags(run_id, Path(root), {"graft.sweep.best_variant": top["name"],
+                                               "graft.sweep.best_run_id": top.get("run_id", "")})
+        tracking.log_summary(run_id, Path(root), {"best_val_acc": top["val_acc"], "best_test_acc": top["test_acc"]})
+    tracking.end_run(Path(root), run_id, failed)
+
+
+@flow(name="graft-sweep", log_prints=True)
+def sweep(root: str, specs: list[str], workers: int = 2, promote_best: bool = False,
+          keep_workspaces: bool = False) -> dict:
+    """Run every variant of the grid; returns {"results", "best", "table", "png", "directory", "promoted"}.
+
+    Run it with `sweep.with_options(task_runner=ProcessPoolTaskRunner(max_workers=workers))`
+    (graft sweep does), so that each variant is a process of its own."""
+    paths = Paths.at(root)
+    variants = grid.plan(paths.root, specs)
+    params = load_params(paths.params)
+    sweep_id = grid.new_sweep_id()
+    directory = grid.sweep_dir(paths.root, sweep_id)
+    threads = grid.threads_per_variant(params.train.threads, workers)
+    say(f"sweep {sweep_id}: {len(variants)} variants, {workers} at a time, {threads} torch thread(s) each; "
+        f"workspaces in {directory.relative_to(paths.root)}")
+
+    sweep_run = open_sweep_run(str(paths.root), params.tracking.experiment, sweep_id, grid.parse_grid(specs),
+                               run_tags(paths.root, sweep_id))
+    results, top, promoted, failed = [], None, None, True
+    try:
+        workspaces = {v.number: grid.create_workspace(paths.root, directory / str(v.number), v) for v in variants}
+        futures = {}
+        for v in variants:
+            run = grid.VariantRun(v.name, sweep_run, str(directory / "locks"), threads)
+            futures[run_variant.submit(str(paths.root), str(workspaces[v.number]), v, run)] = v
+        for future in as_completed(list(futures)):
+            v = futures[future]
+            try:
+                result = future.result()
+            except Exception as e:  # noqa: BLE001 - one failed variant must not hide the others
+                result = grid.failed_result(workspaces[v.number], v, f"{type(e).__name__}: {e}")
+                warn(f"[{len(results) + 1}/{len(variants)}] variant {v.number} {v.name} failed: {result['error']} "
+                     f"(workspace kept: {workspaces[v.number]})")
+            else:
+                say(f"[{len(results) + 1}/{len(variants)}] variant {v.number} {v.name}: val_acc "
+                    f"{result['val_acc']:.3f}, test_acc {result['test_acc']:.3f} ({result['seconds']:.0f}s; ran "
+                    f"{', '.join(result['ran']) or 'nothing'}; restored {', '.join(result['restored']) or 'nothing'})")
+            results.append(result)
+
+        runs = {r["tags"].get("graft.variant"): r["run_id"] for r in tracking.child_runs(paths.root, sweep_run)
+                if r["tags"].get("graft.kind") == "pipeline"}
+        for r in results:
+            r["run_id"] = runs.get(r["name"])
+        top = grid.best(results)
+        if promote_best and top is not None:
+            promoted = promote.submit(str(paths.root), top["workspace"], top["run_id"]).result()
+        table = grid.format_table(results, top)
+        png = grid.comparison_png(results, directory / "comparison.png")
+        grid.save_summary(directory, results, table)
+        failed = any("error" in r for r in results)
+    finally:
+        close_sweep_run(str(paths.root), sweep_run, str(directory), top, failed)
+        grid.clean_up(paths.root, directory, results, keep_workspaces)
+    return {"sweep_id": sweep_id, "sweep_run_id": sweep_run, "results": results, "best": top, "table": table,
+            "png": str(png), "directory": str(directory), "promoted": promoted}

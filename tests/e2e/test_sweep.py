@@ -1,0 +1,86 @@
+"""Sweeps end to end: real Prefect (process pool), DVC (run cache shared by workspaces) and MLflow, tiny data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from graft.cli import main as graft
+from graft.tracking import tracking_uri
+from tests.conftest import make_workspace, run_cli
+
+pytestmark = pytest.mark.e2e
+
+
+def runs(client, experiment_id, where):
+    return client.search_runs([experiment_id], where)
+
+
+def test_a_2x2_sweep_shares_pretraining_and_compares_the_variants(tmp_path, prefect_server, capsys):
+    ws = make_workspace(tmp_path / "ws")
+    params_before = (ws / "params.yaml").read_text()
+    rc = graft(["-C", str(ws), "sweep", "-S", "finetune.lr=0.01,0.003", "-S", "finetune.strategy=linear_probe,full",
+                "--workers", "2", "--promote-best"])
+    captured = capsys.readouterr()
+    out, progress = captured.out, captured.err
+    assert rc == 0, out + progress[-3000:]
+
+    client = MlflowClient(tracking_uri(ws))
+    exp = client.get_experiment_by_name("graft").experiment_id
+    (sweep,) = runs(client, exp, "tags.`graft.kind` = 'sweep'")
+    children = runs(client, exp, f"tags.`mlflow.parentRunId` = '{sweep.info.run_id}' and tags.`graft.kind` = 'pipeline'")
+    assert len(children) == 4
+    grid = {(c.data.params["finetune.lr"], c.data.params["finetune.strategy"]) for c in children}
+    assert grid == {("0.01", "linear_probe"), ("0.01", "full"), ("0.003", "linear_probe"), ("0.003", "full")}
+    assert all(c.info.status == "FINISHED" and "test_acc" in c.data.metrics for c in children)
+
+    # Stages with the same inputs in every variant ran once; the other variants restored them from DVC's run cache.
+    stage_runs = runs(client, exp, "tags.`graft.kind` = 'stage'")
+    count = {s: sum(r.data.tags["graft.stage"] == s for r in stage_runs)
+             for s in ("ingest", "pretrain", "baseline", "finetune", "evaluate", "register")}
+    assert count == {"ingest": 1, "pretrain": 1, "baseline": 1, "finetune": 4, "evaluate": 4, "register": 1}, count
+    (sweep_dir,) = (ws / ".graft/sweeps").iterdir()
+    results = json.loads((sweep_dir / "results.json").read_text())
+    assert sorted("pretrain" in r["ran"] for r in results) == [False, False, False, True]
+    assert sum("pretrain" in r["restored"] for r in results) == 3
+    assert "[4/4] variant" in progress  # one progress line per variant as it finishes
+
+    # The table is printed; the PNG and the table are on the sweep run.
+    assert "best by validation accuracy" in out
+    for name in ("lr=0.01,strategy=linear_probe", "lr=0.003,strategy=full"):
+        assert name in out
+    artifacts = {a.path for a in client.list_artifacts(sweep.info.run_id, "sweep")}
+    assert {"sweep/comparison.png", "sweep/table.txt"} <= artifacts
+    png = client.download_artifacts(sweep.info.run_id, "sweep/comparison.png", str(tmp_path))
+    assert Path(png).read_bytes()[:4] == b"\x89PNG"
+
+    # --promote-best: the variant best on validation data went through the normal gate.
+    top = max(results, key=lambda r: (r["val_acc"], -r["number"]))
+    assert sweep.data.tags["graft.sweep.best_variant"] == top["name"]
+    assert [str(v.version) for v in client.search_model_versions("name = 'graft-classifier'")] == ["1"]
+    version = client.get_model_version("graft-classifier", "1")
+    assert "graft.gate.promote" in version.tags and sorted(version.aliases) == ["challenger", "champion"]
+    assert client.get_run(version.run_id).data.tags["mlflow.parentRunId"] == sweep.data.tags["graft.sweep.best_run_id"]
+    assert client.get_run(sweep.data.tags["graft.sweep.best_run_id"]).data.tags["graft.variant"] == top["name"]
+
+    # The main repository is untouched and the workspaces are gone.
+    assert (ws / "params.yaml").read_text() == params_before
+    assert not (ws / "dvc.lock").exists()
+    worktrees = subprocess.run(["git", "worktree", "list"], cwd=ws, capture_output=True, text=True, check=True).stdout
+    assert len(worktrees.splitlines()) == 1, worktrees
+    assert sorted(p.name for p in sweep_dir.iterdir()) == ["comparison.png", "results.json", "table.txt"]
+
+
+def test_a_bad_grid_is_refused_before_anything_is_written(workspace):
+    proc = run_cli(workspace, "sweep", "-S", "finetune.lr=0.01,0.003", "-S", "finetune.lrr=1,2", check=False)
+    assert proc.returncode == 1
+    assert "unknown key 'finetune.lrr'" in proc.stderr and "did you mean 'finetune.lr'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (workspace / ".graft/sweeps").exists() and not (workspace / "mlflow.db").exists()
+
+    proc = run_cli(workspace, "sweep", "-S", "finetune.lr=0.01,-1", check=False)
+    assert proc.returncode == 1 and "finetune.lr = -1" in proc.stderr

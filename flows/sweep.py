@@ -28,6 +28,16 @@ def _use_store_of(main_root: str) -> None:
     os.environ["MLFLOW_TRACKING_URI"] = tracking.tracking_uri(Path(main_root))
 
 
+def _where() -> str:
+    """The Dask worker (or local process) a variant ran in, for the record."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return f"process {os.getpid()}"
+
+
 @task(name="variant", cache_policy=NO_CACHE, retries=0)
 def run_variant(main_root: str, workspace: str, variant: grid.Variant, run: grid.VariantRun) -> dict:
     """The pipeline, up to evaluate, in the variant's workspace (this task runs in its own process)."""
@@ -36,7 +46,7 @@ def run_variant(main_root: str, workspace: str, variant: grid.Variant, run: grid
 
     start = time.perf_counter()
     statuses = pipeline(root=workspace, variant=run)
-    return grid.variant_result(Path(workspace), variant, statuses, time.perf_counter() - start)
+    return {**grid.variant_result(Path(workspace), variant, statuses, time.perf_counter() - start), "where": _where()}
 
 
 @task(name="promote-best", cache_policy=NO_CACHE, retries=0)

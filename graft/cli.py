@@ -152,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "only if it beats the current one)")
     sweep.add_argument("--keep-workspaces", action="store_true",
                        help="keep every variant's workspace (failed variants' are always kept)")
+    sweep.add_argument("--runner", choices=("process", "dask"), default="process",
+                       help="process: a local process pool (default); dask: Dask workers through prefect-dask, "
+                            "a local cluster of --workers processes unless --address is given")
+    sweep.add_argument("--address", metavar="tcp://HOST:PORT",
+                       help="the scheduler of a running Dask cluster (implies --runner dask); its workers must see "
+                            "this repository at the same path, and PREFECT_API_URL, an MLflow server "
+                            "(MLFLOW_TRACKING_URI) and a default DVC remote are required, checked before anything runs")
 
     ui = sub.add_parser("ui", help="start the MLflow UI for this repository's store (127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
@@ -499,6 +506,27 @@ def cmd_lr_find(args, root: Path) -> int:
     return 0
 
 
+def _sweep_task_runner(args, root: Path, variants: int):
+    """Every variant in a process of its own: a local process pool, or Dask workers with one thread each."""
+    workers = min(args.workers, variants)
+    if not args.address and args.runner == "process":
+        from prefect.task_runners import ProcessPoolTaskRunner
+
+        return ProcessPoolTaskRunner(max_workers=workers)
+    from prefect_dask import DaskTaskRunner
+
+    if not args.address:
+        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
+                                              "dashboard_address": None})
+    from prefect.settings import PREFECT_API_URL
+
+    from graft.sweep import check_cluster_ready, check_workers_see
+
+    check_cluster_ready(root, PREFECT_API_URL.value(), args.address)
+    check_workers_see(args.address, root)
+    return DaskTaskRunner(address=args.address)
+
+
 def cmd_sweep(args, root: Path) -> int:
     import time
 
@@ -508,18 +536,16 @@ def cmd_sweep(args, root: Path) -> int:
     if args.workers < 1:
         return _fail("--workers must be at least 1")
     variants = plan(root, args.grid)  # every variant validated before anything is written
+    _quiet_environment()
+    runner = _sweep_task_runner(args, root, len(variants))  # a remote cluster is checked here, before any work
     with hold(root, _command_line()):
-        _quiet_environment()
         from graft import tracking
 
         tracking.check_reachable(root)
-        from prefect.task_runners import ProcessPoolTaskRunner
-
         from flows.sweep import sweep
 
         print(f"Sweeping {len(variants)} variants: " + "; ".join(f"{v.number} {v.name}" for v in variants))
         start = time.perf_counter()
-        runner = ProcessPoolTaskRunner(max_workers=min(args.workers, len(variants)))
         outcome = sweep.with_options(task_runner=runner)(root=str(root), specs=args.grid, workers=args.workers,
                                                           promote_best=args.promote_best,
                                                           keep_workspaces=args.keep_workspaces)

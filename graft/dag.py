@@ -191,3 +191,9 @@ def restore_from_run_cache(root: Path, stage: str) -> bool:
             return False
         repo.commit(stage, force=True)
     return True
+
+
+def default_remote(root: Path) -> str | None:
+    """The name of the DVC remote that `dvc push` / `dvc pull` use by default, or None."""
+    with _repo(root) as repo:
+        return repo.config["core"].get("remote")

@@ -237,6 +237,60 @@ def stage_slot(lock_dir: Path, stage: str, fingerprint: str) -> Iterator[None]:
         os.close(fd)
 
 
+# ---------------------------------------------------------------- a remote Dask cluster
+
+def _answers(url: str, timeout: float = 5.0) -> str | None:
+    """None if `url` answers, else why not."""
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(url, timeout=timeout).read()
+    except Exception as e:  # noqa: BLE001 - any failure means unreachable
+        return str(e)
+    return None
+
+
+def check_cluster_ready(root: Path, prefect_api_url: str | None, address: str) -> None:
+    """Refuse, naming every missing piece, unless a remote cluster's workers can reach what a
+    variant needs: the Prefect API, the tracking server and a DVC remote (a temporary Prefect
+    server, a sqlite store or a cache on this machine are out of their reach)."""
+    from graft import tracking
+    from graft.dag import default_remote
+
+    problems = []
+    if not prefect_api_url:
+        problems.append("no Prefect API: set PREFECT_API_URL to a Prefect server the workers can reach "
+                        "(without it graft starts a temporary server on this machine only)")
+    elif reason := _answers(prefect_api_url.rstrip("/") + "/health"):
+        problems.append(f"the Prefect API {prefect_api_url} does not answer ({reason})")
+    uri = tracking.tracking_uri(root)
+    if not uri.startswith(("http://", "https://")):
+        problems.append(f"the tracking store {uri} is on this machine: set MLFLOW_TRACKING_URI to an MLflow server "
+                        f"the workers can reach")
+    elif reason := _answers(uri.rstrip("/") + "/health"):
+        problems.append(f"the MLflow server {uri} does not answer ({reason})")
+    if not default_remote(root):
+        problems.append("no default DVC remote: add one (dvc remote add -d NAME URL) so the workers can share "
+                        "data, models and the run cache")
+    if problems:
+        raise SweepError(f"cannot sweep on the Dask cluster at {address}:\n  " + "\n  ".join(problems))
+
+
+def check_workers_see(address: str, root: Path) -> None:
+    """Each variant's workspace is a folder of this repository, so the workers must share its filesystem."""
+    import distributed
+
+    try:
+        with distributed.Client(address, timeout=10) as client:
+            seen = client.run(os.path.isdir, str(Paths.at(root).root))
+    except OSError as e:
+        raise SweepError(f"cannot connect to the Dask scheduler at {address}: {e}") from None
+    blind = sorted(worker for worker, ok in seen.items() if not ok)
+    if not seen or blind:
+        raise SweepError(f"Dask workers {', '.join(blind) or '(none)'} at {address} cannot see {root}; the sweep's "
+                         f"workspaces live in the repository, so run the workers where it is mounted at that path")
+
+
 # ---------------------------------------------------------------- results
 
 def variant_result(workspace: Path, variant: Variant, statuses: dict[str, dict], seconds: float) -> dict:

@@ -84,3 +84,37 @@ def test_a_bad_grid_is_refused_before_anything_is_written(workspace):
 
     proc = run_cli(workspace, "sweep", "-S", "finetune.lr=0.01,-1", check=False)
     assert proc.returncode == 1 and "finetune.lr = -1" in proc.stderr
+
+
+def test_a_sweep_on_a_local_dask_cluster_of_two_workers(tmp_path, prefect_server, capsys):
+    ws = make_workspace(tmp_path / "ws")
+    rc = graft(["-C", str(ws), "sweep", "-S", "finetune.lr=0.01,0.003", "--runner", "dask", "--workers", "2"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    (sweep_dir,) = (ws / ".graft/sweeps").iterdir()
+    results = json.loads((sweep_dir / "results.json").read_text())
+    assert sorted(r["name"] for r in results) == ["lr=0.003", "lr=0.01"]
+    assert all(r["where"].startswith("tcp://127.0.0.1:") for r in results), results  # ran on Dask workers
+    assert sum("pretrain" in r["ran"] for r in results) == 1
+
+    client = MlflowClient(tracking_uri(ws))
+    exp = client.get_experiment_by_name("graft").experiment_id
+    (sweep,) = runs(client, exp, "tags.`graft.kind` = 'sweep'")
+    children = runs(client, exp, f"tags.`mlflow.parentRunId` = '{sweep.info.run_id}' and tags.`graft.kind` = 'pipeline'")
+    assert sorted(c.data.params["finetune.lr"] for c in children) == ["0.003", "0.01"]
+
+
+@pytest.mark.parametrize("env, missing", [
+    ({}, "no Prefect API"),
+    ({"PREFECT_API_URL": "http://127.0.0.1:9/api"}, "the Prefect API http://127.0.0.1:9/api does not answer"),
+])
+def test_a_remote_cluster_is_refused_without_what_its_workers_need(workspace, env, missing):
+    env = {"PREFECT_API_URL": "", **env}
+    proc = run_cli(workspace, "sweep", "-S", "finetune.lr=0.01,0.003", "--address", "tcp://127.0.0.1:9", env=env,
+                   check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "cannot sweep on the Dask cluster at tcp://127.0.0.1:9" in proc.stderr
+    assert missing in proc.stderr
+    assert "the tracking store sqlite:///" in proc.stderr and "MLFLOW_TRACKING_URI" in proc.stderr
+    assert "no default DVC remote" in proc.stderr
+    assert not (workspace / ".graft/sweeps").exists() and not (workspace / "mlflow.db").exists()

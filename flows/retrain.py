@@ -16,7 +16,7 @@ from graft import tracking
 from graft.config import load_params
 from graft.files import read_json_or_empty, write_json
 from graft.paths import Paths
-from graft.report import say
+from graft.report import say, warn
 from graft.workspace_lock import hold
 
 REPORT_KEY = "graft-retrain-report"
@@ -53,33 +53,49 @@ def publish_report(root: str, outcome: domain.Outcome) -> None:
 
 @flow(name="graft-retrain", log_prints=True)
 def retrain(root: str = "."):
-    """Retrain when the data changed since the champion was trained; otherwise record why not."""
+    """Retrain when the data changed since the champion was trained; otherwise record why not.
+    Every run, whatever its end, publishes a report and notifies the webhook."""
+    paths = Paths.at(root)
+    check, pipeline_started = None, False
+    try:
+        with hold(paths.root, "graft retrain"):
+            check = check_for_changes(str(paths.root))
+            say(check.summary)
+            if not check.changed:
+                outcome = domain.skipped_outcome(check)
+                publish_report(str(paths.root), outcome)
+                return Completed(message=check.summary[:500], data=outcome.to_json())
+            pipeline_started = True
+            statuses = run_pipeline(paths, check)
+    except BaseException as error:  # a crash (SIGTERM from a cancel) is reported too, then re-raised
+        statuses = read_json_or_empty(paths.state / "last_run.json") if pipeline_started else {}
+        outcome = domain.failed_outcome(check, paths.root, statuses, error, _champion_or_none(paths))
+        try:
+            publish_report(str(paths.root), outcome)
+        except Exception as e:  # noqa: BLE001 - never hide the run's own error behind the report's
+            warn(f"retrain: could not publish the report of this failed run: {e}")
+        raise
+    outcome = domain.trained_outcome(check, paths.root, statuses, current_champion(str(paths.root)))
+    publish_report(str(paths.root), outcome)
+    verdict = (f"v{outcome.version} {'promoted' if outcome.promoted else 'kept as challenger'}"
+               if outcome.version else "nothing registered")
+    return Completed(message=f"retrained: {verdict}", data=outcome.to_json())
+
+
+def run_pipeline(paths: Paths, check: domain.ChangeCheck) -> dict:
+    """The pipeline as a subflow. DVC cannot see folders outside the repository: their change forces
+    ingest, and DVC takes it from there. Data that differs from the champion's while every stage is
+    up to date (versions lost, another dvc.lock checked out) reruns register, so that a change always
+    ends in a gated model."""
     from flows.pipeline import pipeline
 
-    paths = Paths.at(root)
-    with hold(paths.root, "graft retrain"):
-        check = check_for_changes(str(paths.root))
-        say(check.summary)
-        if not check.changed:
-            outcome = domain.skipped_outcome(check)
-            publish_report(str(paths.root), outcome)
-            return Completed(message=check.summary[:500], data=outcome.to_json())
+    force = ("ingest" if check.external_changed and "ingest" not in check.stale
+             else "register" if not check.stale and not check.external_changed else None)
+    return pipeline(root=str(paths.root), force=force)
 
-        # DVC cannot see folders outside the repository: their change forces ingest; DVC takes it from
-        # there. Data that differs from the champion's with every stage up to date (versions lost, a
-        # dvc.lock checked out) reruns register, so a change always ends in a gated model.
-        force = ("ingest" if check.external_changed and "ingest" not in check.stale
-                 else "register" if not check.stale and not check.external_changed else None)
-        try:
-            statuses = pipeline(root=str(paths.root), force=force)
-        except BaseException as error:
-            statuses = read_json_or_empty(paths.state / "last_run.json")
-            outcome = domain.failed_outcome(check, paths.root, statuses, error, current_champion(str(paths.root)))
-            publish_report(str(paths.root), outcome)
-            raise
-        outcome = domain.trained_outcome(check, paths.root, statuses, current_champion(str(paths.root)))
-        publish_report(str(paths.root), outcome)
-        verdict = (f"v{outcome.version} {'promoted' if outcome.promoted else 'kept as challenger'}"
-                   if outcome.version else "nothing registered")
-        return Completed(message=f"retrained: {verdict}", data=outcome.to_json())
 
+def _champion_or_none(paths: Paths) -> dict | None:
+    try:
+        return current_champion(str(paths.root))
+    except Exception:  # noqa: BLE001 - the store may be what failed; the report says so already
+        return None

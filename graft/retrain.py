@@ -126,13 +126,15 @@ def trained_outcome(check: ChangeCheck, root: Path, statuses: dict[str, dict], c
         metrics=key_metrics(paths), stages={name: s["status"] for name, s in statuses.items()})
 
 
-def failed_outcome(check: ChangeCheck, root: Path, statuses: dict[str, dict], error: BaseException,
+def failed_outcome(check: ChangeCheck | None, root: Path, statuses: dict[str, dict], error: BaseException,
                    champion_after: dict | None) -> Outcome:
+    """A run that failed: in the check (check is None: busy workspace, unreachable store) or in a stage."""
     failed = next((name for name, s in statuses.items() if s["status"] in ("failed", "not recorded")), None)
     return Outcome(
-        status="failed", reason=check.summary,
-        data_hash_before=check.data_hash_champion, data_hash_after=locked_hash(root, "ingest", "data/raw"),
-        champion_before=check.champion_version,
+        status="failed", reason=check.summary if check else "the change check could not run",
+        data_hash_before=check.data_hash_champion if check else None,
+        data_hash_after=locked_hash(root, "ingest", "data/raw"),
+        champion_before=check.champion_version if check else None,
         champion_after=champion_after["version"] if champion_after else None,
         failed_stage=failed, error=f"{type(error).__name__}: {str(error)[:500]}",
         stages={name: s["status"] for name, s in statuses.items()})
@@ -155,7 +157,7 @@ def report_markdown(outcome: Outcome, model_name: str) -> str:
         verdict = "promoted to champion" if outcome.promoted else "not promoted"
         lines += [f"**Registered:** {_v(outcome.version)}, {verdict}: {outcome.gate}", ""]
     if outcome.status == "failed":
-        lines += [f"**Failed in:** `{outcome.failed_stage or 'before any stage ran'}`", "",
+        lines += [f"**Failed in:** {f'`{outcome.failed_stage}`' if outcome.failed_stage else 'before any stage ran'}", "",
                   f"```\n{outcome.error}\n```", "",
                   "The champion was left where it was. Fix the cause, then run `graft retrain` "
                   "(or wait for the next scheduled run).", ""]

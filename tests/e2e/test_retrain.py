@@ -175,3 +175,16 @@ def test_a_run_that_fails_midway_leaves_the_champion_where_it_was(shop, webhook,
     assert "FAILED" in report and "`finetune`" in report and "champion was left where it was" in report
     status = run_cli(ws, "status").stdout
     assert "stale     finetune" in status and "FAILED in finetune" in status
+
+
+def test_a_busy_workspace_is_a_failed_run_that_still_reports(shop, webhook):
+    from flows.retrain import retrain
+    from graft.workspace_lock import WorkspaceBusy, hold
+
+    with hold(shop["ws"], "graft run (another process)"):
+        with pytest.raises(WorkspaceBusy):
+            retrain(root=str(shop["ws"]))
+    outcome = webhook.received[-1]
+    assert outcome["status"] == "failed" and outcome["failed_stage"] is None
+    assert "another graft process is working" in outcome["error"] and "graft run (another process)" in outcome["error"]
+    assert "before any stage ran" in latest_report()

@@ -91,8 +91,9 @@ class Outcome:
     """What one retraining run did; sent to the webhook as JSON and rendered as the report."""
     status: str  # "skipped" (nothing changed), "trained" or "failed"
     reason: str
-    data_hash_before: str | None
-    data_hash_after: str | None
+    data_hash_before: str | None  # data/raw in dvc.lock when the run started
+    data_hash_after: str | None  # ... and when it ended
+    data_hash_champion: str | None  # the data the champion (at the start) was trained on
     champion_before: str | None
     champion_after: str | None
     version: str | None = None  # the version this run registered
@@ -117,8 +118,8 @@ def trained_outcome(check: ChangeCheck, root: Path, statuses: dict[str, dict], c
     ran_register = statuses.get("register", {}).get("status") == "ran"
     return Outcome(
         status="trained", reason=check.summary,
-        data_hash_before=check.data_hash_champion, data_hash_after=locked_hash(root, "ingest", "data/raw"),
-        champion_before=check.champion_version,
+        data_hash_before=check.data_hash_now, data_hash_after=locked_hash(root, "ingest", "data/raw"),
+        data_hash_champion=check.data_hash_champion, champion_before=check.champion_version,
         champion_after=champion_after["version"] if champion_after else None,
         version=str(decision.get("version")) if ran_register and decision.get("version") else None,
         promoted=bool(ran_register and decision.get("promote")),
@@ -132,8 +133,9 @@ def failed_outcome(check: ChangeCheck | None, root: Path, statuses: dict[str, di
     failed = next((name for name, s in statuses.items() if s["status"] in ("failed", "not recorded")), None)
     return Outcome(
         status="failed", reason=check.summary if check else "the change check could not run",
-        data_hash_before=check.data_hash_champion if check else None,
+        data_hash_before=check.data_hash_now if check else None,
         data_hash_after=locked_hash(root, "ingest", "data/raw"),
+        data_hash_champion=check.data_hash_champion if check else None,
         champion_before=check.champion_version if check else None,
         champion_after=champion_after["version"] if champion_after else None,
         failed_stage=failed, error=f"{type(error).__name__}: {str(error)[:500]}",
@@ -141,8 +143,9 @@ def failed_outcome(check: ChangeCheck | None, root: Path, statuses: dict[str, di
 
 
 def skipped_outcome(check: ChangeCheck) -> Outcome:
-    return Outcome(status="skipped", reason=check.summary, data_hash_before=check.data_hash_champion,
-                   data_hash_after=check.data_hash_now, champion_before=check.champion_version,
+    return Outcome(status="skipped", reason=check.summary, data_hash_before=check.data_hash_now,
+                   data_hash_after=check.data_hash_now, data_hash_champion=check.data_hash_champion,
+                   champion_before=check.champion_version,
                    champion_after=check.champion_version)
 
 
@@ -152,7 +155,8 @@ def report_markdown(outcome: Outcome, model_name: str) -> str:
     lines = [f"# graft retraining: {title}", "", f"**Why:** {outcome.reason}", "",
              "| | before | after |", "|---|---|---|",
              f"| data/raw hash | `{outcome.data_hash_before or 'none'}` | `{outcome.data_hash_after or 'none'}` |",
-             f"| {model_name} champion | {_v(outcome.champion_before)} | {_v(outcome.champion_after)} |", ""]
+             f"| {model_name} champion | {_v(outcome.champion_before)} | {_v(outcome.champion_after)} |", "",
+             f"The champion at the start was trained on data/raw `{outcome.data_hash_champion or 'none'}`.", ""]
     if outcome.status == "trained":
         verdict = "promoted to champion" if outcome.promoted else "not promoted"
         lines += [f"**Registered:** {_v(outcome.version)}, {verdict}: {outcome.gate}", ""]

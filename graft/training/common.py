@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import torch
@@ -14,13 +15,16 @@ from graft.files import read_json, write_json
 from graft.paths import Paths
 from graft.training.augment import AugmentSpec
 from graft.training.checkpoint import Checkpoint, stage_key
-from graft.training.loop import Recipe, resolve_device
+from graft.training.device import resolve_device
+from graft.training.loop import Recipe
 
 
 def setup_torch(params: Params) -> torch.device:
     if params.train.threads:
         torch.set_num_threads(params.train.threads)
-    # Bit-identical reruns on the same machine and build (DESIGN: determinism).
+    # Bit-identical reruns on the same machine and build (DESIGN: determinism); cuBLAS needs a fixed
+    # workspace for that, and must be told before its first call.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     return resolve_device(params.train.device)
 

@@ -3,7 +3,8 @@ learning rate, forward, loss, backward, clip, step, average; then validate, keep
 report.
 
 Data is already uint8 tensors in memory; the model normalises on the fly, so the only per-image work
-is the optional augmentation.
+is the optional augmentation. Nothing inside a step reads a value back from the device: the epoch's
+loss and accuracy accumulate there and are read once per epoch (device.py has the CUDA specifics).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from graft.report import say
 from graft.seeding import generator
 from graft.training.augment import AugmentSpec, make_augment
 from graft.training.checkpoint import Checkpoint
+from graft.training.device import Placement, placement_for, release_layout
 from graft.training.ema import WeightEma
 from graft.training.schedules import lr_factor
 from graft.training.strategies import Phase, apply_phase, group_rates, make_optimizer, phase_of, plan_phases
@@ -70,23 +72,20 @@ class FitResult:
         return next(r for r in self.history if r["epoch"] == self.kept_epoch)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is cuda but no CUDA device is available; set train.device: auto or cpu")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int,
+                   device: torch.device | Placement) -> torch.Tensor:
+    place = device if isinstance(device, Placement) else Placement(device)
     model.eval()
-    out = [model(images[i:i + batch_size].to(device, non_blocking=True)).float().cpu()
-           for i in range(0, len(images), batch_size)]
+    out = []
+    for i in range(0, len(images), batch_size):
+        with place.autocast():
+            out.append(model(place.batch(images[i:i + batch_size])).float().cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 
-def evaluate(model: nn.Module, ds: ImageDataset, batch_size: int, device: torch.device) -> dict[str, float]:
+def evaluate(model: nn.Module, ds: ImageDataset, batch_size: int,
+             device: torch.device | Placement) -> dict[str, float]:
     logits = predict_logits(model, ds.images, batch_size, device)
     return {"loss": F.cross_entropy(logits, ds.labels).item(),
             "acc": (logits.argmax(1) == ds.labels).float().mean().item()}
@@ -129,24 +128,27 @@ class _Progress:
 
 def _train_epoch(model: GraftClassifier, train: ImageDataset, optimizer: torch.optim.Optimizer, recipe: Recipe,
                  phase: Phase, first_step: int, phase_steps: int, order: torch.Tensor, augment, ema: WeightEma | None,
-                 device: torch.device, bar) -> tuple[dict, dict]:
+                 place: Placement, bar) -> tuple[dict, dict]:
     rates: dict[str, float] = {}
     peak = recipe.lr * phase.lr_scale
-    loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
+    # Summed in float64 from each batch's mean loss × its size: the same numbers .item() per step gave.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=place.device)
+    correct = torch.zeros((), dtype=torch.int64, device=place.device)
+    seen, start = 0, time.perf_counter()
     for step, i in enumerate(range(0, len(train), recipe.batch_size), start=first_step):
         idx = order[i:i + recipe.batch_size]
         x = train.images[idx]
         if augment is not None:
             x = augment(x)
-        x = x.to(device, non_blocking=True)
-        y = train.labels[idx].to(device, non_blocking=True)
+        x, y = place.batch(x), place.batch(train.labels[idx])
         factor = lr_factor(recipe.schedule, step, phase_steps, recipe.warmup)
         for g in optimizer.param_groups:
             g["lr"] = peak * g["lr_mult"] * factor
         if not rates:
             rates = group_rates(optimizer)  # the rates the epoch starts with, as logged
-        logits = model(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+        with place.autocast():
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if recipe.grad_clip:
@@ -154,14 +156,15 @@ def _train_epoch(model: GraftClassifier, train: ImageDataset, optimizer: torch.o
         optimizer.step()
         if ema is not None:
             ema.update(model)
-        loss_sum += loss.item() * len(idx)
-        correct += (logits.argmax(1) == y).sum().item()
+        loss_sum += loss.detach().double() * len(idx)
+        correct += (logits.argmax(1) == y).sum()
         seen += len(idx)
-        if bar is not None:
+        if bar is not None:  # a terminal is watching: worth a read-back per step
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}")
+    train_loss, train_acc = loss_sum.item() / seen, correct.item() / seen  # waits for the device's last step
     elapsed = time.perf_counter() - start
-    return {"train_loss": loss_sum / seen, "train_acc": correct / seen,
+    return {"train_loss": train_loss, "train_acc": train_acc,
             "images_per_sec": seen / elapsed if elapsed > 0 else 0.0}, rates
 
 
@@ -172,7 +175,8 @@ def fit(model: GraftClassifier, train: ImageDataset, val: ImageDataset, recipe: 
     with keep: best, else the last epoch's, or their moving average with ema_decay)."""
     if len(train) == 0:
         raise ValueError(f"{stage}: the training set is empty")
-    model.to(device)
+    place = placement_for(model, device)
+    place.place(model)
     phases = plan_phases(recipe.strategy, recipe.epochs, recipe.freeze_epochs, recipe.unfrozen_lr_factor)
     optimizer = make_optimizer(model, recipe.optimizer, recipe.weight_decay, recipe.momentum, recipe.layer_decay)
     ema = WeightEma(model, recipe.ema_decay) if recipe.ema_decay else None
@@ -199,11 +203,11 @@ def fit(model: GraftClassifier, train: ImageDataset, val: ImageDataset, recipe: 
         order = torch.randperm(len(train), generator=generator(seed, stage, "shuffle", epoch))
         bar = _progress(steps_per_epoch, f"{stage} {epoch}/{recipe.epochs}")
         stats, rates = _train_epoch(model, train, optimizer, recipe, phase, epochs_into_phase * steps_per_epoch,
-                                    phase.epochs * steps_per_epoch, order, augment, ema, device, bar)
+                                    phase.epochs * steps_per_epoch, order, augment, ema, place, bar)
         if bar is not None:
             bar.close()
         scored = ema.module if ema is not None else model
-        val_metrics = evaluate(scored, val, recipe.eval_batch_size, device)
+        val_metrics = evaluate(scored, val, recipe.eval_batch_size, place)
         row = {"epoch": epoch, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
                "val_loss": val_metrics["loss"], "val_acc": val_metrics["acc"],
                "images_per_sec": stats["images_per_sec"], "trainable_params": trainable_parameter_count(model),
@@ -236,6 +240,7 @@ def fit(model: GraftClassifier, train: ImageDataset, val: ImageDataset, recipe: 
     elif ema is not None:
         model.load_state_dict(ema.module.state_dict())
     apply_phase(model, Phase(0, 1, True))  # the written model is a plain, fully trainable one
+    release_layout(model)
     return FitResult(progress.history, kept_epoch, stopped_early, resumed_after)
 
 

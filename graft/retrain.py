@@ -28,6 +28,7 @@ from graft.files import read_json_or_empty
 from graft.paths import Paths
 from graft.report import warn
 
+
 @dataclass
 class ChangeCheck:
     changed: bool
@@ -163,8 +164,8 @@ def report_markdown(outcome: Outcome, model_name: str) -> str:
     if outcome.status == "failed":
         lines += [f"**Failed in:** {f'`{outcome.failed_stage}`' if outcome.failed_stage else 'before any stage ran'}", "",
                   f"```\n{outcome.error}\n```", "",
-                  "The champion was left where it was. Fix the cause, then run `graft retrain` "
-                  "(or wait for the next scheduled run).", ""]
+                  ("The champion was left where it was. Fix the cause, then run `graft retrain` "
+                   "(or wait for the next scheduled run)."), ""]
     if outcome.metrics:
         lines += ["| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4g} |" for k, v in outcome.metrics.items()]

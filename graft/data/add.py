@@ -9,7 +9,6 @@ renamed (`name-<hash>.ext`), never overwritten.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from collections import Counter
@@ -20,6 +19,7 @@ from graft.config import ImageFolderSource, Params
 from graft.data.dataset import DataError
 from graft.data.imagefolder import _class_folders, _image_files
 from graft.data.images import decode_image_file
+from graft.files import sha256_of
 
 
 @dataclass
@@ -32,14 +32,6 @@ class MergePlan:
     @property
     def per_class(self) -> Counter:
         return Counter(dst.parent.name for _, dst in self.copies)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def destination(params: Params, root: Path, domain: str) -> Path:
@@ -80,10 +72,10 @@ def plan_merge(params: Params, root: Path, incoming: Path, domain: str = "target
     existing_classes = {p.name for p in dest.iterdir() if p.is_dir()} if dest.is_dir() else set()
     plan.new_classes = sorted(set(files) - existing_classes) if existing_classes else []
     for cls, paths in files.items():
-        known = {_sha256(p) for p in (dest / cls).iterdir() if p.is_file()} if (dest / cls).is_dir() else set()
+        known = {sha256_of(p) for p in (dest / cls).iterdir() if p.is_file()} if (dest / cls).is_dir() else set()
         taken = {p.name for p in (dest / cls).iterdir()} if (dest / cls).is_dir() else set()
         for path in paths:
-            digest = _sha256(path)
+            digest = sha256_of(path)
             if digest in known:
                 plan.duplicates.append(path)
                 continue

@@ -14,7 +14,6 @@ control and every other stage unchanged, and makes the saved model take images o
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from urllib.parse import urlparse
 import torch
 
 from graft.errors import GraftError
+from graft.files import sha256_of
 from graft.models.backbones import TORCHVISION_ARCHS, Backbone
 from graft.models.io import describe_mismatch
 
@@ -99,14 +99,6 @@ def imported_architecture(backbone: str, backbone_args: dict, channels: int, dat
             if weights.startswith(TORCHVISION_PREFIX):
                 input_size = int(torchvision_weights(weights, backbone).transforms().crop_size[0])
     return {"backbone": backbone, "backbone_args": args, "in_channels": channels, "image_size": input_size}
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _download(spec: str, backbone: str) -> ImportedWeights:

@@ -181,9 +181,8 @@ def test_a_busy_workspace_is_a_failed_run_that_still_reports(shop, webhook):
     from flows.retrain import retrain
     from graft.workspace_lock import WorkspaceBusy, hold
 
-    with hold(shop["ws"], "graft run (another process)"):
-        with pytest.raises(WorkspaceBusy):
-            retrain(root=str(shop["ws"]))
+    with hold(shop["ws"], "graft run (another process)"), pytest.raises(WorkspaceBusy):
+        retrain(root=str(shop["ws"]))
     outcome = webhook.received[-1]
     assert outcome["status"] == "failed" and outcome["failed_stage"] is None
     assert "another graft process is working" in outcome["error"] and "graft run (another process)" in outcome["error"]

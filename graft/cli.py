@@ -235,7 +235,9 @@ def _run(args, root: Path) -> int:
               file=sys.stderr)
         return 130
     print("\n" + render(paths, statuses))
-    print(f"\nSee every run in MLflow: make ui (or graft ui), then open http://127.0.0.1:5000  [{params.tracking.experiment}]")
+    uri = tracking.tracking_uri(paths.root)
+    where = uri if uri.startswith(("http://", "https://")) else "make ui (or graft ui), then open http://127.0.0.1:5000"
+    print(f"\nSee every run in MLflow: {where}  [{params.tracking.experiment}]")
     return 0
 
 

@@ -65,12 +65,6 @@ def prefect_ui_tag(flow_run_id: str | None) -> dict[str, str]:
     return {"graft.prefect_flow_run_url": f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}"}
 
 
-def _as_variant(params: Params, variant: VariantRun) -> Params:
-    """A sweep variant shares the cores with the others: fewer torch threads, in memory only (the
-    file's value stays what DVC records, so identical stages still match across variants)."""
-    return params.model_copy(update={"train": params.train.model_copy(update={"threads": variant.threads})})
-
-
 @flow(name="graft-pipeline", log_prints=True)
 def pipeline(root: str = ".", force: str | None = None, variant: VariantRun | None = None) -> dict:
     """Run what is stale (plus `force` and everything downstream of it); returns each stage's status.
@@ -79,8 +73,6 @@ def pipeline(root: str = ".", force: str | None = None, variant: VariantRun | No
     run with the same inputs was saved (by another variant), rather than train it again."""
     paths = Paths.at(root)
     params = load_params(paths.params)
-    if variant:
-        params = _as_variant(params, variant)
     dag = load_dag(paths.root)
     forced = set(downstream(dag, force)) if force else set()
     pipeline_id = uuid.uuid4().hex

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from prefect import flow, task
@@ -81,6 +83,28 @@ def close_sweep_run(root: str, run_id: str, directory: str, top: dict | None, fa
     tracking.end_run(Path(root), run_id, failed)
 
 
+@contextmanager
+def one_prefect_api_for_all_processes() -> Iterator[None]:
+    """Without a configured Prefect API every process starts a temporary server of its own, so each
+    variant's flow run would land on a different one. Start one here and hand its URL to the
+    variant processes (they inherit the environment)."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    server = SubprocessASGIServer()  # the instance Prefect's own temporary mode would start in this process
+    server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        server.stop()
+
+
 @flow(name="graft-sweep", log_prints=True)
 def sweep(root: str, specs: list[str], workers: int = 2, promote_best: bool = False,
           keep_workspaces: bool = False) -> dict:
@@ -101,10 +125,11 @@ def sweep(root: str, specs: list[str], workers: int = 2, promote_best: bool = Fa
                                run_tags(paths.root, sweep_id))
     results, top, promoted, failed = [], None, None, True
     try:
-        workspaces = {v.number: grid.create_workspace(paths.root, directory / str(v.number), v) for v in variants}
+        workspaces = {v.number: grid.create_workspace(paths.root, directory / str(v.number), v, threads)
+                      for v in variants}
         futures = {}
         for v in variants:
-            run = grid.VariantRun(v.name, sweep_run, str(directory / "locks"), threads)
+            run = grid.VariantRun(v.name, sweep_run, str(directory / "locks"))
             futures[run_variant.submit(str(paths.root), str(workspaces[v.number]), v, run)] = v
         for future in as_completed(list(futures)):
             v = futures[future]

@@ -544,13 +544,14 @@ def cmd_sweep(args, root: Path) -> int:
         from graft import tracking
 
         tracking.check_reachable(root)
-        from flows.sweep import sweep
+        from flows.sweep import one_prefect_api_for_all_processes, sweep
 
         print(f"Sweeping {len(variants)} variants: " + "; ".join(f"{v.number} {v.name}" for v in variants))
         start = time.perf_counter()
-        outcome = sweep.with_options(task_runner=runner)(root=str(root), specs=args.grid, workers=args.workers,
-                                                          promote_best=args.promote_best,
-                                                          keep_workspaces=args.keep_workspaces)
+        with one_prefect_api_for_all_processes():
+            outcome = sweep.with_options(task_runner=runner)(root=str(root), specs=args.grid, workers=args.workers,
+                                                              promote_best=args.promote_best,
+                                                              keep_workspaces=args.keep_workspaces)
     print(f"\nSweep {outcome['sweep_id']} finished in {time.perf_counter() - start:.0f}s\n\n{outcome['table']}")
     print(f"\ncomparison plot: {outcome['png']} (also on the MLflow sweep run {outcome['sweep_run_id']})")
     top, promoted = outcome["best"], outcome["promoted"]

@@ -70,7 +70,6 @@ class VariantRun:
     name: str
     sweep_run_id: str
     lock_dir: str
-    threads: int
 
 
 def _show(value: Any) -> str:
@@ -183,8 +182,12 @@ def _link_or_copy(src: str, dst: str) -> None:
 UNTRACKED_INPUTS = ("data/sources", "data/weights")
 
 
-def create_workspace(root: Path, dest: Path, variant: Variant) -> Path:
-    """A worktree of HEAD plus the working tree's changes, the variant's params and the shared DVC cache."""
+def create_workspace(root: Path, dest: Path, variant: Variant, threads: int) -> Path:
+    """A worktree of HEAD plus the working tree's changes, the variant's params and the shared DVC cache.
+
+    `threads` (torch threads) goes into the variant's params.yaml like its own overrides: results
+    depend on the thread count, so dvc.lock, MLflow and `graft reproduce` must see the one it ran with.
+    """
     from graft.dag import cache_dir
 
     root = Paths.at(root).root
@@ -204,7 +207,9 @@ def create_workspace(root: Path, dest: Path, variant: Variant) -> Path:
         if (root / rel).is_dir():
             shutil.copytree(root / rel, dest / rel, copy_function=_link_or_copy, dirs_exist_ok=True)
     (dest / ".dvc" / "config.local").write_text(f"[cache]\n    dir = {cache_dir(root)}\n")
-    apply_overrides(dest / "params.yaml", variant.overrides)
+    swept = {k for k, _ in variant.settings}
+    extra = [] if swept & {"train", "train.threads"} else [f"train.threads={threads}"]
+    apply_overrides(dest / "params.yaml", [*variant.overrides, *extra])
     return dest
 
 

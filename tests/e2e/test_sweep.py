@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from graft.cli import main as graft
 from graft.tracking import tracking_uri
 from tests.conftest import make_workspace, run_cli
 
@@ -20,14 +19,19 @@ def runs(client, experiment_id, where):
     return client.search_runs([experiment_id], where)
 
 
-def test_a_2x2_sweep_shares_pretraining_and_compares_the_variants(tmp_path, prefect_server, capsys):
+def graft_sweep(ws, *args):
+    """`graft sweep` as a user runs it, in a process of its own, against the session's Prefect server."""
+    from prefect.settings import PREFECT_API_URL
+
+    return run_cli(ws, "sweep", *args, env={"PREFECT_API_URL": PREFECT_API_URL.value()})
+
+
+def test_a_2x2_sweep_shares_pretraining_and_compares_the_variants(tmp_path, prefect_server):
     ws = make_workspace(tmp_path / "ws")
     params_before = (ws / "params.yaml").read_text()
-    rc = graft(["-C", str(ws), "sweep", "-S", "finetune.lr=0.01,0.003", "-S", "finetune.strategy=linear_probe,full",
-                "--workers", "2", "--promote-best"])
-    captured = capsys.readouterr()
-    out, progress = captured.out, captured.err
-    assert rc == 0, out + progress[-3000:]
+    proc = graft_sweep(ws, "-S", "finetune.lr=0.01,0.003", "-S", "finetune.strategy=linear_probe,full", "--workers", "2",
+                 "--promote-best")
+    out, progress = proc.stdout, proc.stderr
 
     client = MlflowClient(tracking_uri(ws))
     exp = client.get_experiment_by_name("graft").experiment_id
@@ -86,11 +90,9 @@ def test_a_bad_grid_is_refused_before_anything_is_written(workspace):
     assert proc.returncode == 1 and "finetune.lr = -1" in proc.stderr
 
 
-def test_a_sweep_on_a_local_dask_cluster_of_two_workers(tmp_path, prefect_server, capsys):
+def test_a_sweep_on_a_local_dask_cluster_of_two_workers(tmp_path, prefect_server):
     ws = make_workspace(tmp_path / "ws")
-    rc = graft(["-C", str(ws), "sweep", "-S", "finetune.lr=0.01,0.003", "--runner", "dask", "--workers", "2"])
-    out = capsys.readouterr().out
-    assert rc == 0, out
+    graft_sweep(ws, "-S", "finetune.lr=0.01,0.003", "--runner", "dask", "--workers", "2")
     (sweep_dir,) = (ws / ".graft/sweeps").iterdir()
     results = json.loads((sweep_dir / "results.json").read_text())
     assert sorted(r["name"] for r in results) == ["lr=0.003", "lr=0.01"]

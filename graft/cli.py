@@ -247,6 +247,12 @@ def cmd_stage(args, root: Path) -> int:
 
     if args.name not in STAGES:
         return _fail(f"unknown stage {args.name!r}; stages: {STAGE_HELP}")
+    from graft.runner import is_stage_worker, run_stage_worker
+
+    if is_stage_worker():  # one of a torchrun group's processes: the launcher holds the lock and the runs
+        _quiet_environment()
+        run_stage_worker(args.name, root)
+        return 0
     with hold(root, _command_line()):
         return _stage(args.name, root)
 

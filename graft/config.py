@@ -56,7 +56,23 @@ class TrainParams(Section):
     threads: int = Field(2, ge=0, description="torch intra-op threads; 0 keeps torch's default.")
     batch_size: int = Field(64, ge=1, description="Training batch size.")
     eval_batch_size: int = Field(512, ge=1, description="Batch size for validation and test.")
-    launcher: Literal["local"] = Field("local", description="How training stages are launched.")
+    launcher: Literal["local", "torchrun"] = Field(
+        "local", description="How pretrain, finetune and baseline run: local (in graft's own process), or torchrun "
+                             "(nnodes × nproc_per_node processes with DistributedDataParallel; batch_size is then "
+                             "the global batch, split among them).")
+    nproc_per_node: int = Field(1, ge=1, description="torchrun: processes per machine (one per GPU; on the CPU "
+                                                     "they share train.threads).")
+    nnodes: int = Field(1, ge=1, description="torchrun: machines. Above 1, start the same command on each, with "
+                                             "GRAFT_RDZV_ENDPOINT=host:port naming the first.")
+    sync_bn: bool = Field(False, description="torchrun on GPUs: synchronise BatchNorm statistics across processes "
+                                             "(SyncBatchNorm); it does not run on the CPU, where this is ignored.")
+
+    @model_validator(mode="after")
+    def _processes_need_torchrun(self) -> "TrainParams":
+        if self.launcher == "local" and (self.nproc_per_node > 1 or self.nnodes > 1):
+            raise ValueError(f"nproc_per_node={self.nproc_per_node} and nnodes={self.nnodes} need launcher: "
+                             f"torchrun (launcher is local: one process)")
+        return self
 
 
 class TrackingParams(Section):

@@ -1,17 +1,21 @@
 """Run one stage with its MLflow stage run around it: used by `graft stage` (under dvc repro)
-and by the Prefect tasks (under graft run) alike."""
+and by the Prefect tasks (under graft run) alike. A training stage with train.launcher: torchrun
+runs as a torchrun process group instead of in this process (graft/training/launch.py)."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 from graft import tracking
-from graft.config import Params
+from graft.config import Params, load_params
 from graft.dag import load_dag, stage_params
+from graft.files import write_json
 from graft.lineage import run_tags
 from graft.paths import Paths
 from graft.stages import get_stage
+from graft.training import launch
 
 
 def run_stage(name: str, params: Params, root: Path, parent_run_id: str | None, pipeline_id: str,
@@ -24,7 +28,10 @@ def run_stage(name: str, params: Params, root: Path, parent_run_id: str | None, 
     start = time.perf_counter()
     with tracking.stage_run(paths.root, params.tracking.experiment, name, parent_run_id,
                             stage_params(paths.root, decl), tags) as run_id:
-        summary = stage.run(params, paths)
+        if launch.launches_processes(name, params):
+            summary = launch.run_under_torchrun(name, params, paths.root, run_id)
+        else:
+            summary = stage.run(params, paths)
         tracking.log_summary(run_id, paths.root, summary)
     return {**summary, "seconds": round(time.perf_counter() - start, 2)}
 
@@ -43,3 +50,26 @@ def record_pipeline(params: Params, root: Path, parent_run_id: str, tags: dict[s
     tracking.log_artifacts(parent_run_id, paths.root, metrics, "metrics")
     tracking.log_text(parent_run_id, paths.root, model_card(params, paths, tags), "model_card.md")
     tracking.log_summary(parent_run_id, paths.root, key_metrics(paths))
+
+
+def is_stage_worker() -> bool:
+    """A process of a torchrun group that only does a stage's work: one that graft launched, or any but
+    process 0 of a group the user started (`torchrun ... -m graft.cli stage NAME`)."""
+    return launch.RUN_ID_VAR in os.environ or (launch.under_torchrun() and os.environ.get("RANK", "0") != "0")
+
+
+def run_stage_worker(name: str, root: Path) -> dict:
+    """The stage's work in one process of a torchrun group. No workspace lock (the launcher holds it) and
+    no runs of its own: process 0 logs into the launcher's stage run and hands it the summary."""
+    paths = Paths.at(root)
+    params = load_params(paths.params)
+    primary = os.environ.get("RANK", "0") == "0"
+    run_id = os.environ.get(launch.RUN_ID_VAR) or None
+    if primary and run_id:
+        with tracking.attached_run(paths.root, run_id):
+            summary = get_stage(name).run(params, paths)
+    else:
+        summary = get_stage(name).run(params, paths)
+    if primary and os.environ.get(launch.SUMMARY_VAR):
+        write_json(Path(os.environ[launch.SUMMARY_VAR]), summary)
+    return summary

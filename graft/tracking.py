@@ -180,6 +180,17 @@ def stage_run(root: Path, experiment: str, stage: str, parent_run_id: str | None
                  f"kept in .graft/pending/ and `graft log --pending` sends them once the store is back")
 
 
+@contextmanager
+def attached_run(root: Path, run_id: str) -> Iterator[str]:
+    """Log into a stage run that another process opened and will close (graft's launcher, for process 0
+    of a torchrun group): log_epoch and log_dict land in it while this is open."""
+    _active.update(client=client_for(root), run_id=run_id, root=Path(root), owed=0)
+    try:
+        yield run_id
+    finally:
+        _active.update(client=None, run_id=None, root=None, owed=0)
+
+
 def log_epoch(row: dict) -> None:
     """Per-epoch metrics of the active stage run, step = epoch (one batched write per epoch)."""
     if _active["run_id"] is None:

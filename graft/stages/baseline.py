@@ -13,6 +13,7 @@ from graft.paths import Paths
 from graft.seeding import derive_seed
 from graft.stages.replace_head import head_spec
 from graft.training.common import checkpoint_for, load_domain, recipe_from, setup_torch, write_history, write_metrics
+from graft.training.distributed import is_primary
 from graft.training.loop import fit
 
 # As dvc.yaml declares them: finetune's recipe, not its strategy or rate.
@@ -33,12 +34,13 @@ def run(params: Params, paths: Paths) -> dict:
     checkpoint = checkpoint_for(paths, "baseline", params, READS, [paths.prepared("target")])
     result = fit(model, data["train"], data["val"], recipe, seed=params.seed, stage="baseline", device=device,
                  on_epoch=tracking.log_epoch, checkpoint=checkpoint)
-    save_classifier(paths.model("baseline"), model.cpu(), architecture, manifest["classes"],
-                    {"strategy": "from_scratch", "kept_epoch": result.kept_epoch})
     kept = result.kept
     metrics = {"val_acc": kept["val_acc"], "val_loss": kept["val_loss"], "train_acc": kept["train_acc"],
                "epochs": len(result.history), "kept_epoch": result.kept_epoch}
-    write_metrics(paths.metric("baseline"), metrics)
-    write_history(paths.plot("baseline"), result.history)
-    checkpoint.finish()
+    if is_primary():  # under torchrun, process 0 writes for the group
+        save_classifier(paths.model("baseline"), model.cpu(), architecture, manifest["classes"],
+                        {"strategy": "from_scratch", "kept_epoch": result.kept_epoch})
+        write_metrics(paths.metric("baseline"), metrics)
+        write_history(paths.plot("baseline"), result.history)
+        checkpoint.finish()
     return metrics

@@ -10,6 +10,7 @@ from graft.models.io import load_classifier, save_classifier, sidecar_path
 from graft.paths import Paths
 from graft.report import say
 from graft.training.common import checkpoint_for, load_domain, recipe_from, setup_torch, write_history, write_metrics
+from graft.training.distributed import is_primary
 from graft.training.loop import Recipe, fit
 
 READS = ["seed", "train", "finetune"]
@@ -47,14 +48,16 @@ def run(params: Params, paths: Paths) -> dict:
                                 [grafted, sidecar_path(grafted), paths.prepared("target")])
     result = fit(model, data["train"], data["val"], finetune_recipe(params), seed=params.seed, stage="finetune",
                  device=device, on_epoch=tracking.log_epoch, checkpoint=checkpoint)
-    save_classifier(paths.model("finetuned"), model.cpu(), meta["architecture"], meta["classes"],
-                    {"strategy": fp.strategy, "backbone_weights": meta.get("backbone_weights"),
-                     "backbone_weights_sha256": meta.get("backbone_weights_sha256"), "kept_epoch": result.kept_epoch})
     kept = result.kept
     metrics = {"val_acc": kept["val_acc"], "val_loss": kept["val_loss"], "train_acc": kept["train_acc"],
                "epochs": len(result.history), "kept_epoch": result.kept_epoch,
                "stopped_early": result.stopped_early, "strategy": fp.strategy}
-    write_metrics(paths.metric("finetune"), metrics)
-    write_history(paths.plot("finetune"), result.history)
-    checkpoint.finish()
+    if is_primary():  # under torchrun, process 0 writes for the group
+        save_classifier(paths.model("finetuned"), model.cpu(), meta["architecture"], meta["classes"],
+                        {"strategy": fp.strategy, "backbone_weights": meta.get("backbone_weights"),
+                         "backbone_weights_sha256": meta.get("backbone_weights_sha256"),
+                         "kept_epoch": result.kept_epoch})
+        write_metrics(paths.metric("finetune"), metrics)
+        write_history(paths.plot("finetune"), result.history)
+        checkpoint.finish()
     return metrics

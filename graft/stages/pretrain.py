@@ -15,6 +15,7 @@ from graft.paths import Paths
 from graft.report import say
 from graft.seeding import derive_seed
 from graft.training.common import checkpoint_for, load_domain, recipe_from, setup_torch, write_history, write_metrics
+from graft.training.distributed import is_primary
 from graft.training.loop import evaluate, fit
 
 # The params sections this stage reads (as dvc.yaml declares them); they key its checkpoint.
@@ -38,12 +39,13 @@ def run(params: Params, paths: Paths) -> dict:
     metrics = {"source_test_acc": test["acc"], "source_test_loss": test["loss"],
                "source_val_acc": result.kept["val_acc"], "epochs": len(result.history),
                "kept_epoch": result.kept_epoch}
-    save_backbone(paths.model("backbone"), model.cpu(), architecture,
-                  {"weights": "train", "source_classes": manifest["classes"], "source_data_hash": manifest["hashes"],
-                   "source_test_acc": test["acc"]})
-    write_metrics(paths.metric("pretrain"), metrics)
-    write_history(paths.plot("pretrain"), result.history)
-    checkpoint.finish()
+    if is_primary():  # under torchrun, process 0 writes for the group
+        save_backbone(paths.model("backbone"), model.cpu(), architecture,
+                      {"weights": "train", "source_classes": manifest["classes"],
+                       "source_data_hash": manifest["hashes"], "source_test_acc": test["acc"]})
+        write_metrics(paths.metric("pretrain"), metrics)
+        write_history(paths.plot("pretrain"), result.history)
+        checkpoint.finish()
     return metrics
 
 

@@ -24,10 +24,16 @@ from graft.report import say
 SUFFIX = ".pt"
 
 
+# How many processes train is left out of the key: a checkpoint holds the plain model's state, so a run
+# stopped under torchrun resumes in one process, and the other way round.
+LAUNCH_DEFAULTS = {"launcher": "local", "nproc_per_node": 1, "nnodes": 1}
+
+
 def stage_key(params: Params, sections: list[str], inputs: list[Path], stage: str) -> str:
-    """A hash of the params `sections`, the contents of `inputs` and the code that trains."""
+    """A hash of the params `sections` (but the launch settings), the contents of `inputs` and the code that trains."""
     package = Path(graft.__file__).parent
     code = [package / "training", package / "models", package / "stages" / f"{stage}.py"]
+    params = params.model_copy(update={"train": params.train.model_copy(update=LAUNCH_DEFAULTS)})
     h = hashlib.sha256()
     for part in (stage, section_hash(params, sections), hash_paths(list(inputs)), hash_paths(code)):
         h.update(part.encode())
@@ -52,7 +58,7 @@ class Checkpoint:
         if not self.path.exists():
             return None
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
+            state = self.read()
         except Exception as e:  # noqa: BLE001 - any unreadable checkpoint just means starting over
             say(f"{self.stage}: checkpoint {self.path} is unreadable ({e}); starting over")
             self.path.unlink()
@@ -63,6 +69,13 @@ class Checkpoint:
             return None
         say(f"{self.stage}: resuming after epoch {state['epoch']} from {self.path}")
         return state
+
+    def read(self) -> dict | None:
+        """The saved state as it is, or None: no checks, no clean-up (for processes other than the primary,
+        which read after the primary's `load`)."""
+        if not self.path.exists():
+            return None
+        return torch.load(self.path, map_location="cpu", weights_only=True)
 
     def save(self, state: dict) -> None:
         buffer = io.BytesIO()

@@ -13,6 +13,7 @@ from graft.data.dataset import ImageDataset
 from graft.data.store import load_dataset
 from graft.files import read_json, write_json
 from graft.paths import Paths
+from graft.training import distributed
 from graft.training.augment import AugmentSpec
 from graft.training.checkpoint import Checkpoint, stage_key
 from graft.training.device import resolve_device
@@ -20,13 +21,15 @@ from graft.training.loop import Recipe
 
 
 def setup_torch(params: Params) -> torch.device:
-    if params.train.threads:
-        torch.set_num_threads(params.train.threads)
+    """Threads, determinism and the device; under torchrun, also joins the process group."""
+    threads = distributed.threads_per_process(params.train.threads)
+    if threads:
+        torch.set_num_threads(threads)
     # Bit-identical reruns on the same machine and build (DESIGN: determinism); cuBLAS needs a fixed
     # workspace for that, and must be told before its first call.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
-    return resolve_device(params.train.device)
+    return distributed.join(resolve_device(params.train.device))
 
 
 def recipe_from(optim: OptimParams, params: Params, *, lr: float | None = None,
@@ -38,7 +41,7 @@ def recipe_from(optim: OptimParams, params: Params, *, lr: float | None = None,
         schedule=optim.schedule, warmup=optim.warmup, batch_size=params.train.batch_size,
         eval_batch_size=params.train.eval_batch_size, label_smoothing=optim.label_smoothing,
         grad_clip=optim.grad_clip, augment=AugmentSpec(**optim.augment.model_dump()), keep=optim.keep,
-        monitor=optim.monitor, patience=optim.patience, ema_decay=optim.ema_decay)
+        monitor=optim.monitor, patience=optim.patience, ema_decay=optim.ema_decay, sync_bn=params.train.sync_bn)
 
 
 def checkpoint_for(paths: Paths, stage: str, params: Params, sections: list[str], inputs: list[Path]) -> Checkpoint:

@@ -5,6 +5,7 @@ report.
 Data is already uint8 tensors in memory; the model normalises on the fly, so the only per-image work
 is the optional augmentation. Nothing inside a step reads a value back from the device: the epoch's
 loss and accuracy accumulate there and are read once per epoch (device.py has the CUDA specifics).
+Under torchrun the same loop trains one shard per process (distributed.py says how).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from graft.models.classifier import GraftClassifier
 from graft.models.surgery import apply_bn_policy, trainable_parameter_count
 from graft.report import say
 from graft.seeding import generator
+from graft.training import distributed
 from graft.training.augment import AugmentSpec, make_augment
 from graft.training.checkpoint import Checkpoint
 from graft.training.device import Placement, placement_for, release_layout
+from graft.training.distributed import World
 from graft.training.ema import WeightEma
 from graft.training.schedules import lr_factor
 from graft.training.strategies import Phase, apply_phase, group_rates, make_optimizer, phase_of, plan_phases
@@ -58,6 +61,7 @@ class Recipe:
     monitor: str = "val_acc"
     patience: int = 0
     ema_decay: float = 0.0
+    sync_bn: bool = False
 
 
 @dataclass
@@ -126,17 +130,18 @@ class _Progress:
     bad_epochs: int = 0
 
 
-def _train_epoch(model: GraftClassifier, train: ImageDataset, optimizer: torch.optim.Optimizer, recipe: Recipe,
-                 phase: Phase, first_step: int, phase_steps: int, order: torch.Tensor, augment, ema: WeightEma | None,
-                 place: Placement, bar) -> tuple[dict, dict]:
+def _train_epoch(model: GraftClassifier, net: nn.Module, train: ImageDataset, optimizer: torch.optim.Optimizer,
+                 recipe: Recipe, phase: Phase, first_step: int, phase_steps: int, order: torch.Tensor, batch_size: int,
+                 augment, ema: WeightEma | None, place: Placement, world: World, bar) -> tuple[dict, dict]:
+    """One pass over `order` (this process's shard) in steps of `batch_size`; `net` is `model`, or DDP around it."""
     rates: dict[str, float] = {}
     peak = recipe.lr * phase.lr_scale
     # Summed in float64 from each batch's mean loss × its size: the same numbers .item() per step gave.
     loss_sum = torch.zeros((), dtype=torch.float64, device=place.device)
     correct = torch.zeros((), dtype=torch.int64, device=place.device)
     seen, start = 0, time.perf_counter()
-    for step, i in enumerate(range(0, len(train), recipe.batch_size), start=first_step):
-        idx = order[i:i + recipe.batch_size]
+    for step, i in enumerate(range(0, len(order), batch_size), start=first_step):
+        idx = order[i:i + batch_size]
         x = train.images[idx]
         if augment is not None:
             x = augment(x)
@@ -147,7 +152,7 @@ def _train_epoch(model: GraftClassifier, train: ImageDataset, optimizer: torch.o
         if not rates:
             rates = group_rates(optimizer)  # the rates the epoch starts with, as logged
         with place.autocast():
-            logits = model(x)
+            logits = net(x)
             loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -162,6 +167,10 @@ def _train_epoch(model: GraftClassifier, train: ImageDataset, optimizer: torch.o
         if bar is not None:  # a terminal is watching: worth a read-back per step
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}")
+    if world.distributed:
+        total = torch.tensor(seen, device=place.device)
+        loss_sum, correct, total = distributed.sum_across(loss_sum, correct, total, world=world)
+        seen = int(total.item())
     train_loss, train_acc = loss_sum.item() / seen, correct.item() / seen  # waits for the device's last step
     elapsed = time.perf_counter() - start
     return {"train_loss": train_loss, "train_acc": train_acc,
@@ -175,39 +184,53 @@ def fit(model: GraftClassifier, train: ImageDataset, val: ImageDataset, recipe: 
     with keep: best, else the last epoch's, or their moving average with ema_decay)."""
     if len(train) == 0:
         raise ValueError(f"{stage}: the training set is empty")
+    world = distributed.current_world()
+    model, not_synced = distributed.sync_batchnorm(model, world, device, recipe.sync_bn)
+    if not_synced and world.primary:
+        say(f"{stage}: {not_synced}")
     place = placement_for(model, device)
     place.place(model)
     phases = plan_phases(recipe.strategy, recipe.epochs, recipe.freeze_epochs, recipe.unfrozen_lr_factor)
     optimizer = make_optimizer(model, recipe.optimizer, recipe.weight_decay, recipe.momentum, recipe.layer_decay)
     ema = WeightEma(model, recipe.ema_decay) if recipe.ema_decay else None
     augment = make_augment(recipe.augment, train.images.shape[-1])
-    steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
+    batch_size = distributed.local_batch(recipe.batch_size, world)
+    steps_per_epoch = math.ceil(math.ceil(len(train) / world.size) / batch_size)
     progress = _Progress()
     resumed_after = 0
-    saved = checkpoint.load() if checkpoint is not None else None
+    saved = _load_checkpoint(checkpoint, world, device)
     if saved is not None:
         resumed_after = _restore(saved, model, optimizer, ema, progress, phases)
-        if on_epoch is not None:
+        if on_epoch is not None and world.primary:
             for row in progress.history:  # the new tracking run gets the whole history
                 on_epoch(row)
 
     stopped_early = bool(saved and saved["stopped_early"])
     last_epoch = resumed_after if stopped_early else recipe.epochs
+    net, wrapped_phase = model, None
     for epoch in range(resumed_after + 1, last_epoch + 1):
         phase, epochs_into_phase = phase_of(phases, epoch)
         apply_phase(model, phase)
+        if phase != wrapped_phase:  # DDP tracks the parameters that train when it is built
+            net, wrapped_phase = distributed.wrap(model, world, device), phase
         model.train()
         apply_bn_policy(model, recipe.train_bn)
         # Seeded by (seed, stage, epoch): the same draws whether or not earlier epochs ran in this process.
-        torch.manual_seed(generator(seed, stage, "epoch", epoch).initial_seed())
+        # Process 0 draws what a single process draws; the others their own (augmentation, dropout).
+        torch.manual_seed(generator(seed, stage, "epoch", epoch, *([world.rank] if world.rank else [])).initial_seed())
         order = torch.randperm(len(train), generator=generator(seed, stage, "shuffle", epoch))
-        bar = _progress(steps_per_epoch, f"{stage} {epoch}/{recipe.epochs}")
-        stats, rates = _train_epoch(model, train, optimizer, recipe, phase, epochs_into_phase * steps_per_epoch,
-                                    phase.epochs * steps_per_epoch, order, augment, ema, place, bar)
+        order = distributed.shard(order, world)
+        bar = _progress(steps_per_epoch, f"{stage} {epoch}/{recipe.epochs}") if world.primary else None
+        stats, rates = _train_epoch(model, net, train, optimizer, recipe, phase, epochs_into_phase * steps_per_epoch,
+                                    phase.epochs * steps_per_epoch, order, batch_size, augment, ema, place, world, bar)
         if bar is not None:
             bar.close()
         scored = ema.module if ema is not None else model
+        distributed.sync_buffers(scored, world)
         val_metrics = evaluate(scored, val, recipe.eval_batch_size, place)
+        # Every process decides keep-best and early stopping on the primary's figures.
+        val_metrics["loss"], val_metrics["acc"] = distributed.from_primary(
+            [val_metrics["loss"], val_metrics["acc"]], world, device)
         row = {"epoch": epoch, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
                "val_loss": val_metrics["loss"], "val_acc": val_metrics["acc"],
                "images_per_sec": stats["images_per_sec"], "trainable_params": trainable_parameter_count(model),
@@ -220,17 +243,19 @@ def fit(model: GraftClassifier, train: ImageDataset, val: ImageDataset, recipe: 
                 progress.best_state = _clone(scored.state_dict())
         else:
             progress.bad_epochs += 1
-        say(f"{stage}: epoch {epoch}/{recipe.epochs}{' (frozen backbone)' if not phase.train_backbone else ''}  "
-            f"train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f}  "
-            f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f}  {row['images_per_sec']:.0f} img/s")
+        if world.primary:
+            say(f"{stage}: epoch {epoch}/{recipe.epochs}{' (frozen backbone)' if not phase.train_backbone else ''}  "
+                f"train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f}  "
+                f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f}  {row['images_per_sec']:.0f} img/s")
         # Early stopping only in the last phase: a frozen warm-up is not a plateau.
         stopped_early = bool(recipe.patience) and progress.bad_epochs >= recipe.patience and phase is phases[-1]
-        if checkpoint is not None:
+        if checkpoint is not None and world.primary:
             checkpoint.save(_snapshot(epoch, phase, model, optimizer, ema, progress, stopped_early))
-        if on_epoch is not None:
+        if on_epoch is not None and world.primary:
             on_epoch(row)
         if stopped_early:
-            say(f"{stage}: stopping early: {recipe.monitor} has not improved for {recipe.patience} epochs")
+            if world.primary:
+                say(f"{stage}: stopping early: {recipe.monitor} has not improved for {recipe.patience} epochs")
             break
 
     kept_epoch = progress.history[-1]["epoch"]
@@ -242,6 +267,20 @@ def fit(model: GraftClassifier, train: ImageDataset, val: ImageDataset, recipe: 
     apply_phase(model, Phase(0, 1, True))  # the written model is a plain, fully trainable one
     release_layout(model)
     return FitResult(progress.history, kept_epoch, stopped_early, resumed_after)
+
+
+def _load_checkpoint(checkpoint: Checkpoint | None, world: World, device: torch.device) -> dict | None:
+    """The primary loads (and clears out stale checkpoints) first; then the others read the same file."""
+    if checkpoint is None:
+        return None
+    saved = checkpoint.load() if world.primary else None
+    distributed.barrier(world)
+    if not world.primary:
+        saved = checkpoint.read()
+    epoch = saved["epoch"] if saved else 0
+    if int(distributed.from_primary([epoch], world, device)[0]) != epoch:
+        raise RuntimeError(f"process {world.rank} read another checkpoint than process 0 in {checkpoint.folder}")
+    return saved
 
 
 def _snapshot(epoch: int, phase: Phase, model: nn.Module, optimizer: torch.optim.Optimizer,

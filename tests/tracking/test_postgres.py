@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from graft.cli import main as graft
 from graft.files import read_json
-from tests.conftest import make_workspace, run_cli
+from tests.conftest import make_workspace
 from tests.tracking.conftest import sql
 
 pytestmark = pytest.mark.e2e
@@ -92,20 +92,26 @@ def test_runs_metrics_and_the_registry_land_on_the_server(team_run, mlflow_on_po
         ("challenger", 2), ("champion", int(expected_champion))]
 
 
-def test_lineage_status_and_predict_through_the_server(team_run, mlflow_on_postgres):
+def test_lineage_status_and_predict_through_the_server(team_run, mlflow_on_postgres, capsys):
     ws = team_run
+
+    def cli(*args: str) -> str:
+        capsys.readouterr()
+        assert graft(["-C", str(ws), *args]) == 0
+        return capsys.readouterr().out
+
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ws, capture_output=True, text=True).stdout.strip()
-    lineage = run_cli(ws, "lineage", "models:/graft-classifier@challenger").stdout
+    lineage = cli("lineage", "models:/graft-classifier@challenger")
     assert lineage.startswith("graft-classifier version 2  aliases: challenger")
     assert f"git commit    {head}" in lineage and "finetune.lr = 0.004" in lineage
 
     version = champion(mlflow_on_postgres.uri)
-    status = run_cli(ws, "status").stdout
+    status = cli("status")
     assert "all up to date" in status and f"champion  graft-classifier v{version}" in status
 
     from PIL import Image
 
     image = ws / "photo.png"
     Image.new("RGB", (40, 30), (250, 0, 0)).save(image)
-    out = run_cli(ws, "predict", str(image)).stdout.splitlines()
+    out = cli("predict", str(image)).splitlines()
     assert out[0].startswith(f"graft-classifier v{version}") and len(out) == 2 and out[1].endswith("%")

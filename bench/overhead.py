@@ -139,7 +139,8 @@ def main() -> None:
     print(f"hand-written script        {hand_s:8.1f} s")
     print(f"ratio                      {graft_s / hand_s:8.3f}")
     print("\nhand-written output:\n" + hand_out.strip())
-    print("\ngraft run summary:\n" + graft_out[graft_out.find("stage "):].strip())
+    table = re.search(r"^stage\s+status.*?(?=\n\n|\Z)", graft_out, re.M | re.S)
+    print("\ngraft run summary:\n" + (table[0] if table else graft_out[-2000:]))
 
     print("\nwhere graft's extra time goes (s)")
     outside = graft_s - sum(stages.values())

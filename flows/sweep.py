@@ -25,9 +25,10 @@ from graft.paths import Paths
 from graft.report import say, warn
 
 
-def _use_store_of(main_root: str) -> None:
-    # A variant works in its own workspace but reports to the main repository's tracking store.
-    os.environ["MLFLOW_TRACKING_URI"] = tracking.tracking_uri(Path(main_root))
+def _report_to(store: str) -> None:
+    # A variant works in its own workspace but reports to the main repository's tracking store,
+    # named by the sweep's process: a remote worker's own environment does not know it.
+    os.environ["MLFLOW_TRACKING_URI"] = store
 
 
 def _where() -> str:
@@ -41,9 +42,9 @@ def _where() -> str:
 
 
 @task(name="variant", cache_policy=NO_CACHE, retries=0)
-def run_variant(main_root: str, workspace: str, variant: grid.Variant, run: grid.VariantRun) -> dict:
+def run_variant(store: str, workspace: str, variant: grid.Variant, run: grid.VariantRun) -> dict:
     """The pipeline, up to evaluate, in the variant's workspace (this task runs in its own process)."""
-    _use_store_of(main_root)
+    _report_to(store)
     from flows.pipeline import pipeline
 
     start = time.perf_counter()
@@ -52,9 +53,9 @@ def run_variant(main_root: str, workspace: str, variant: grid.Variant, run: grid
 
 
 @task(name="promote-best", cache_policy=NO_CACHE, retries=0)
-def promote(main_root: str, workspace: str, pipeline_run_id: str) -> dict:
+def promote(store: str, workspace: str, pipeline_run_id: str) -> dict:
     """`register` for the chosen variant, through the normal gate, nested under its pipeline run."""
-    _use_store_of(main_root)
+    _report_to(store)
     from graft.dag import commit_stage
     from graft.files import read_json
     from graft.runner import run_stage
@@ -118,6 +119,7 @@ def sweep(root: str, specs: list[str], workers: int = 2, promote_best: bool = Fa
     sweep_id = grid.new_sweep_id()
     directory = grid.sweep_dir(paths.root, sweep_id)
     threads = grid.threads_per_variant(params.train.threads, workers)
+    store = tracking.tracking_uri(paths.root)
     say(f"sweep {sweep_id}: {len(variants)} variants, {workers} at a time, {threads} torch thread(s) each; "
         f"workspaces in {directory.relative_to(paths.root)}")
 
@@ -130,7 +132,7 @@ def sweep(root: str, specs: list[str], workers: int = 2, promote_best: bool = Fa
         futures = {}
         for v in variants:
             run = grid.VariantRun(v.name, sweep_run, str(directory / "locks"))
-            futures[run_variant.submit(str(paths.root), str(workspaces[v.number]), v, run)] = v
+            futures[run_variant.submit(store, str(workspaces[v.number]), v, run)] = v
         for future in as_completed(list(futures)):
             v = futures[future]
             try:
@@ -151,7 +153,7 @@ def sweep(root: str, specs: list[str], workers: int = 2, promote_best: bool = Fa
             r["run_id"] = runs.get(r["name"])
         top = grid.best(results)
         if promote_best and top is not None:
-            promoted = promote.submit(str(paths.root), top["workspace"], top["run_id"]).result()
+            promoted = promote.submit(store, top["workspace"], top["run_id"]).result()
         table = grid.format_table(results, top)
         png = grid.comparison_png(results, directory / "comparison.png")
         grid.save_summary(directory, results, table)

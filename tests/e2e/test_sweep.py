@@ -19,11 +19,11 @@ def runs(client, experiment_id, where):
     return client.search_runs([experiment_id], where)
 
 
-def graft_sweep(ws, *args):
+def graft_sweep(ws, *args, check=True):
     """`graft sweep` as a user runs it, in a process of its own, against the session's Prefect server."""
     from prefect.settings import PREFECT_API_URL
 
-    return run_cli(ws, "sweep", *args, env={"PREFECT_API_URL": PREFECT_API_URL.value()})
+    return run_cli(ws, "sweep", *args, env={"PREFECT_API_URL": PREFECT_API_URL.value()}, check=check)
 
 
 def test_a_2x2_sweep_shares_pretraining_and_compares_the_variants(tmp_path, prefect_server):
@@ -90,20 +90,26 @@ def test_a_bad_grid_is_refused_before_anything_is_written(workspace):
     assert proc.returncode == 1 and "finetune.lr = -1" in proc.stderr
 
 
-def test_a_sweep_on_a_local_dask_cluster_of_two_workers(tmp_path, prefect_server):
+def test_a_local_dask_cluster_of_two_workers_runs_the_variants_and_a_failed_one_is_reported(tmp_path, prefect_server):
     ws = make_workspace(tmp_path / "ws")
-    graft_sweep(ws, "-S", "finetune.lr=0.01,0.003", "--runner", "dask", "--workers", "2")
+    # Valid params, but 1000 labels per class is more than the tiny data has: prepare fails in variant 2.
+    proc = graft_sweep(ws, "-S", "data.labels_per_class=4,1000", "--runner", "dask", "--workers", "2", check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
     (sweep_dir,) = (ws / ".graft/sweeps").iterdir()
-    results = json.loads((sweep_dir / "results.json").read_text())
-    assert sorted(r["name"] for r in results) == ["lr=0.003", "lr=0.01"]
-    assert all(r["where"].startswith("tcp://127.0.0.1:") for r in results), results  # ran on Dask workers
-    assert sum("pretrain" in r["ran"] for r in results) == 1
+    ok, failed = sorted(json.loads((sweep_dir / "results.json").read_text()), key=lambda r: r["number"])
+    assert ok["name"] == "labels_per_class=4" and ok["where"].startswith("tcp://127.0.0.1:")  # a Dask worker
+    assert "ran" in ok and "label" in failed["error"]  # the stage's own message
+    assert "variant 2 labels_per_class=1000 failed; its workspace is kept" in proc.stderr
+    assert Path(failed["workspace"]).is_dir() and not Path(ok["workspace"]).exists()
+    assert "failed" in proc.stdout.split("best by validation")[0]  # its row in the table
 
     client = MlflowClient(tracking_uri(ws))
     exp = client.get_experiment_by_name("graft").experiment_id
     (sweep,) = runs(client, exp, "tags.`graft.kind` = 'sweep'")
+    assert sweep.info.status == "FAILED" and sweep.data.tags["graft.sweep.best_variant"] == "labels_per_class=4"
     children = runs(client, exp, f"tags.`mlflow.parentRunId` = '{sweep.info.run_id}' and tags.`graft.kind` = 'pipeline'")
-    assert sorted(c.data.params["finetune.lr"] for c in children) == ["0.003", "0.01"]
+    assert sorted((c.data.params["data.labels_per_class"], c.info.status) for c in children) == [
+        ("1000", "FAILED"), ("4", "FINISHED")]
 
 
 @pytest.mark.parametrize("env, missing", [

@@ -155,7 +155,7 @@ def sweep(root: str, specs: list[str], workers: int = 2, promote_best: bool = Fa
         if promote_best and top is not None:
             promoted = promote.submit(store, top["workspace"], top["run_id"]).result()
         table = grid.format_table(results, top)
-        png = grid.comparison_png(results, directory / "comparison.png")
+        png = grid.comparison_png(results, top, directory / "comparison.png")
         grid.save_summary(directory, results, table)
         failed = any("error" in r for r in results)
     finally:

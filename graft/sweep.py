@@ -343,11 +343,12 @@ def format_table(results: list[dict], top: dict | None) -> str:
     return "\n".join(lines)
 
 
-def comparison_png(results: list[dict], out: Path) -> Path:
+def comparison_png(results: list[dict], top: dict | None, out: Path) -> Path:
     from graft import plots
 
     done = sorted((r for r in results if "error" not in r), key=lambda r: r["number"])
-    labels = [f"{r['number']}\n{r['name'].replace(',', chr(10))}" for r in done]
+    best_mark = {top["number"]: " (best by val_acc)"} if top else {}
+    labels = [f"{r['number']}{best_mark.get(r['number'], '')}\n{r['name'].replace(',', chr(10))}" for r in done]
     series = {m: [r.get(m) or 0.0 for r in done] for m in ("val_acc", "test_acc", "baseline_test_acc")}
     return plots.comparison(labels, series, out, "sweep: validation and test accuracy per variant")
 

@@ -405,6 +405,17 @@ def _set(tree: Any, parts: list[str], value: Any) -> None:
     tree[parts[-1]] = value
 
 
+def _as_validated(validated: dict, parts: list[str], value: Any) -> Any:
+    """A scalar as graft read it: YAML 1.1 reads `1e-3` as a string, which pydantic turns into 0.001;
+    written back as 0.001, DVC and MLflow see the number the run used."""
+    node: Any = validated
+    for p in parts:
+        if not isinstance(node, dict) or p not in node:
+            return value
+        node = node[p]
+    return value if isinstance(node, (dict, list)) else node
+
+
 def apply_overrides(path: Path, overrides: list[str], write: bool = True) -> Params:
     """Validate `overrides` against params.yaml and, only if valid, write them into it.
 
@@ -425,8 +436,9 @@ def apply_overrides(path: Path, overrides: list[str], write: bool = True) -> Par
     rt = YAML()
     rt.preserve_quotes = True
     doc = rt.load(path.read_text()) if path.exists() else {}
+    validated = params.model_dump(mode="json")
     for parts, value in parsed:
-        _set(doc, parts, value)
+        _set(doc, parts, _as_validated(validated, parts, value))
     tmp = path.with_suffix(".yaml.tmp")
     with tmp.open("w") as f:
         rt.dump(doc, f)

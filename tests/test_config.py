@@ -82,6 +82,15 @@ def test_override_is_written_keeping_comments(tmp_path):
     assert "# label budget" in text  # comments survive
 
 
+def test_override_is_written_as_the_value_graft_used(tmp_path):
+    """YAML 1.1 reads 1e-3 as a string; the file must hold the number the run used, for DVC and MLflow."""
+    f = tmp_path / "params.yaml"
+    f.write_text((REPO / "params.yaml").read_text())
+    apply_overrides(f, ["finetune.lr=1e-3", "pretrain.epochs=3"])
+    written = yaml.safe_load(f.read_text())
+    assert written["finetune"]["lr"] == 0.001 and written["pretrain"]["epochs"] == 3
+
+
 def test_invalid_override_writes_nothing(tmp_path):
     f = tmp_path / "params.yaml"
     original = (REPO / "params.yaml").read_text()

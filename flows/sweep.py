@@ -16,6 +16,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
+from prefect.task_runners import ProcessPoolTaskRunner
 
 from graft import sweep as grid
 from graft import tracking
@@ -106,13 +107,15 @@ def one_prefect_api_for_all_processes() -> Iterator[None]:
         server.stop()
 
 
-@flow(name="graft-sweep", log_prints=True)
+# Processes by default, so that a deployment (prefect.yaml) runs variants apart too; `graft sweep`
+# sets the runner per call (--workers, --runner dask).
+@flow(name="graft-sweep", log_prints=True, task_runner=ProcessPoolTaskRunner(max_workers=2))
 def sweep(root: str, specs: list[str], workers: int = 2, promote_best: bool = False,
           keep_workspaces: bool = False) -> dict:
     """Run every variant of the grid; returns {"results", "best", "table", "png", "directory", "promoted"}.
 
     Run it with `sweep.with_options(task_runner=ProcessPoolTaskRunner(max_workers=workers))`
-    (graft sweep does), so that each variant is a process of its own."""
+    (graft sweep does), so that each variant is a process of its own; the default pool has 2."""
     paths = Paths.at(root)
     variants = grid.plan(paths.root, specs)
     params = load_params(paths.params)

@@ -83,3 +83,6 @@ def test_prefect_yaml_deploys_to_a_work_pool(tmp_path, prefect_server):
     assert deployment.work_pool_name == "graft" and deployment.entrypoint == "flows/retrain.py:retrain"
     assert [(s.schedule.cron, s.schedule.timezone) for s in deployment.schedules] == [("0 3 * * *", "UTC")]
     assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ws)}}]
+    sweep = read_deployment("graft-sweep/compare")
+    assert sweep.entrypoint == "flows/sweep.py:sweep" and sweep.parameters["specs"] == ["finetune.lr=0.003,0.01"]
+    assert not sweep.schedules  # sweeps run on request

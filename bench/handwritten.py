@@ -8,13 +8,16 @@ only the head on the target (the linear probe); train the same architecture from
 (the baseline). Same model, epochs, batch size, learning rates, weight decay, cosine schedule, gradient
 clipping and seed as params.yaml says. Data is decoded and normalised to float32 once, and the model
 runs in channels_last (what graft does, and what a careful hand-written loop does on the CPU).
-No validation, checkpoints, metrics files, tracking or orchestration. Prints each part's time and
-test accuracy.
+No validation, checkpoints, metrics files, tracking or orchestration. Prints each part's time, its
+fastest epoch in images per second (other work on a shared machine slows some epochs) and its test
+accuracy.
 """
 
+import json
 import math
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -32,11 +35,14 @@ def load(folder, split, mean, std):
 
 
 def train(model, params, images, labels, epochs, lr, weight_decay, optim, batch):
+    """Returns the seconds spent in epochs, and the fastest epoch's images per second."""
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     steps = epochs * math.ceil(len(labels) / batch)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
     model.train()
+    fastest = spent = 0.0
     for _ in range(epochs):
+        start = time.perf_counter()
         order = torch.randperm(len(labels))
         for i in range(0, len(labels), batch):
             idx = order[i:i + batch]
@@ -46,6 +52,9 @@ def train(model, params, images, labels, epochs, lr, weight_decay, optim, batch)
             nn.utils.clip_grad_norm_(params, optim["grad_clip"])
             optimizer.step()
             schedule.step()
+        spent += time.perf_counter() - start
+        fastest = max(fastest, len(labels) / (time.perf_counter() - start))
+    return spent, fastest
 
 
 @torch.inference_mode()
@@ -55,13 +64,13 @@ def accuracy(model, images, labels):
 
 
 def main(params_file, prepared):
-    p = yaml.safe_load(open(params_file))
+    p = yaml.safe_load(Path(params_file).read_text())
     torch.set_num_threads(p["train"]["threads"])
     torch.manual_seed(p["seed"])
     batch = p["train"]["batch_size"]
     channels, size = p["data"]["channels"], p["data"]["image_size"]
-    source_stats = yaml.safe_load(open(f"{prepared}/source/manifest.json"))
-    target_stats = yaml.safe_load(open(f"{prepared}/target/manifest.json"))
+    source_stats = json.loads(Path(prepared, "source", "manifest.json").read_text())
+    target_stats = json.loads(Path(prepared, "target", "manifest.json").read_text())
 
     def new_model(classes):
         backbone = create_backbone(p["model"]["backbone"], channels, size, **p["model"]["backbone_args"])
@@ -75,8 +84,9 @@ def main(params_file, prepared):
     x_test, y_test = load(f"{prepared}/source", "test", *stats(source_stats))
     model = new_model(len(source_stats["classes"]))
     pt = p["pretrain"]
-    train(model, list(model.parameters()), x, y, pt["epochs"], pt["lr"], pt["weight_decay"], pt, batch)
-    print(f"pretrain  {time.perf_counter() - start:7.1f} s  source test accuracy {accuracy(model, x_test, y_test):.3f}")
+    spent, fastest = train(model, list(model.parameters()), x, y, pt["epochs"], pt["lr"], pt["weight_decay"], pt, batch)
+    print(f"pretrain  {time.perf_counter() - start:7.1f} s  steps {spent:7.1f} s  fastest epoch {fastest:6.0f} img/s  "
+          f"source test accuracy {accuracy(model, x_test, y_test):.3f}")
 
     start = time.perf_counter()
     x, y = load(f"{prepared}/target", "train", *stats(target_stats))
@@ -84,14 +94,16 @@ def main(params_file, prepared):
     classes, ft = len(target_stats["classes"]), p["finetune"]
     model[1] = nn.Linear(model[0].feature_dim, classes)
     model[0].requires_grad_(False)
-    train(model, list(model[1].parameters()), x, y, ft["epochs"], ft["lr"], ft["weight_decay"], ft, batch)
-    print(f"finetune  {time.perf_counter() - start:7.1f} s  target test accuracy {accuracy(model, x_test, y_test):.3f}")
+    spent, fastest = train(model, list(model[1].parameters()), x, y, ft["epochs"], ft["lr"], ft["weight_decay"], ft, batch)
+    print(f"finetune  {time.perf_counter() - start:7.1f} s  steps {spent:7.1f} s  fastest epoch {fastest:6.0f} img/s  "
+          f"target test accuracy {accuracy(model, x_test, y_test):.3f}")
 
     start = time.perf_counter()
     model = new_model(classes)
     bl = p["baseline"]
-    train(model, list(model.parameters()), x, y, ft["epochs"], bl["lr"], bl["weight_decay"], ft, batch)
-    print(f"baseline  {time.perf_counter() - start:7.1f} s  target test accuracy {accuracy(model, x_test, y_test):.3f}")
+    spent, fastest = train(model, list(model.parameters()), x, y, ft["epochs"], bl["lr"], bl["weight_decay"], ft, batch)
+    print(f"baseline  {time.perf_counter() - start:7.1f} s  steps {spent:7.1f} s  fastest epoch {fastest:6.0f} img/s  "
+          f"target test accuracy {accuracy(model, x_test, y_test):.3f}")
 
 
 if __name__ == "__main__":

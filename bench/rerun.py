@@ -21,7 +21,7 @@ BIN = Path(sys.executable).parent
 
 def timed(cmd: list[str]) -> float:
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
     return time.perf_counter() - start
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     graft, dvc = str(BIN / "graft"), str(BIN / "dvc")
-    if "up to date" not in subprocess.run([dvc, "status"], capture_output=True, text=True).stdout:
+    if "up to date" not in subprocess.run([dvc, "status"], check=False, capture_output=True, text=True).stdout:
         sys.exit("run `graft run` first: this measures reruns of a completed pipeline")
 
     rows = []
@@ -52,7 +52,7 @@ def main() -> None:
             rows.append((label, times))
     finally:
         params.write_text(original)
-        subprocess.run([graft, "run"], capture_output=True)  # back to the committed state
+        subprocess.run([graft, "run"], check=False, capture_output=True)  # back to the committed state
 
     print(f"{'command':<32}{'median s':>10}{'min s':>8}")
     for label, t in rows:

@@ -117,9 +117,9 @@ def main() -> None:
         val = generate(classes, 1, args.image_size, 3, seed=1)
         initial = make_model(backbone, len(classes), args.image_size)
         loops = {
-            "minimal (default layout)": lambda m: minimal_loop(m, data, args.batch, args.epochs, device, False),
-            "minimal (channels_last)": lambda m: minimal_loop(m, data, args.batch, args.epochs, device, True),
-            "graft fit()": lambda m: graft_loop(m, data, val, args.batch, args.epochs, device),
+            "minimal (default layout)": lambda m, d=data: minimal_loop(m, d, args.batch, args.epochs, device, False),
+            "minimal (channels_last)": lambda m, d=data: minimal_loop(m, d, args.batch, args.epochs, device, True),
+            "graft fit()": lambda m, d=data, v=val: graft_loop(m, d, v, args.batch, args.epochs, device),
         }
         rates: dict[str, list[float]] = {name: [] for name in loops}
         for _ in range(args.repeat):

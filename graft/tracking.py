@@ -326,19 +326,24 @@ def alias_version(root: Path, name: str, alias: str) -> dict | None:
 def _fluent(root: Path):
     """MLflow's fluent API pointed at this store, for the calls that exist only there.
 
-    mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI (and the registry one) to the
-    environment; restore them so that graft's own choice of store, and child processes, are
-    not silently redirected to whichever store was used last.
+    mlflow.set_tracking_uri and set_registry_uri set module globals and also export
+    MLFLOW_TRACKING_URI and MLFLOW_REGISTRY_URI to the environment; restore all four so that
+    graft's own choice of store, later clients in this process (an MlflowClient made without a
+    registry URI reads the global) and child processes are not redirected to the last store used.
     """
     _quiet_env()
     import mlflow
+    from mlflow.tracking._model_registry import utils as registry_globals
+    from mlflow.tracking._tracking_service import utils as tracking_globals
 
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    saved_globals = tracking_globals._tracking_uri, registry_globals._registry_uri
     mlflow.set_tracking_uri(tracking_uri(root))
     mlflow.set_registry_uri(tracking_uri(root))
     try:
         yield mlflow
     finally:
+        tracking_globals._tracking_uri, registry_globals._registry_uri = saved_globals
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -105,6 +105,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)  # as graft's stages run
+    torch.utils.deterministic.fill_uninitialized_memory = False
     device = resolve_device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'}"
     print(f"device {device} ({where}), torch {torch.__version__}, {torch.get_num_threads()} threads, "

@@ -55,7 +55,8 @@ class TrainParams(Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto uses CUDA when present.")
     threads: int = Field(2, ge=0, description="torch intra-op threads; 0 keeps torch's default.")
     batch_size: int = Field(64, ge=1, description="Training batch size.")
-    eval_batch_size: int = Field(512, ge=1, description="Batch size for validation and test.")
+    eval_batch_size: int = Field(64, ge=1, description="Batch size for validation and test (on the CPU, 64 scored "
+                                                        "2.8x faster than 512: BENCHMARKS.md).")
     launcher: Literal["local", "torchrun"] = Field(
         "local", description="How pretrain, finetune and baseline run: local (in graft's own process), or torchrun "
                              "(nnodes × nproc_per_node processes with DistributedDataParallel; batch_size is then "
@@ -68,7 +69,7 @@ class TrainParams(Section):
                                              "(SyncBatchNorm); it does not run on the CPU, where this is ignored.")
 
     @model_validator(mode="after")
-    def _processes_need_torchrun(self) -> "TrainParams":
+    def _processes_need_torchrun(self) -> TrainParams:
         if self.launcher == "local" and (self.nproc_per_node > 1 or self.nnodes > 1):
             raise ValueError(f"nproc_per_node={self.nproc_per_node} and nnodes={self.nnodes} need launcher: "
                              f"torchrun (launcher is local: one process)")

@@ -29,6 +29,9 @@ def setup_torch(params: Params) -> torch.device:
     # workspace for that, and must be told before its first call.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
+    # That mode also fills every new tensor with NaN, to expose reads of uninitialised memory: a fifth of
+    # a training step's CPU time (BENCHMARKS.md), and no result depends on it.
+    torch.utils.deterministic.fill_uninitialized_memory = False
     return distributed.join(resolve_device(params.train.device))
 
 

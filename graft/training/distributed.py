@@ -17,6 +17,7 @@ trains the model wrapped in DDP:
 from __future__ import annotations
 
 import atexit
+import gc
 import math
 import os
 from dataclasses import dataclass
@@ -103,6 +104,7 @@ def wrap(model: nn.Module, world: World, device: torch.device) -> nn.Module:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
+    gc.collect()  # a DDP of an earlier phase can sit in a reference cycle; freed, its reducer drops its hooks
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 

@@ -48,7 +48,7 @@ class Recipe:
     schedule: str = "cosine"
     warmup: float = 0.25
     batch_size: int = 64
-    eval_batch_size: int = 512
+    eval_batch_size: int = 64
     label_smoothing: float = 0.0
     grad_clip: float = 5.0
     augment: AugmentSpec = field(default_factory=AugmentSpec)
@@ -212,6 +212,7 @@ def fit(model: GraftClassifier, train: ImageDataset, val: ImageDataset, recipe: 
         phase, epochs_into_phase = phase_of(phases, epoch)
         apply_phase(model, phase)
         if phase != wrapped_phase:  # DDP tracks the parameters that train when it is built
+            net = model  # the last phase's DDP goes first: its gradient hooks must not fire in this phase
             net, wrapped_phase = distributed.wrap(model, world, device), phase
         model.train()
         apply_bn_policy(model, recipe.train_bn)

@@ -416,17 +416,12 @@ def cmd_serve(args, root: Path) -> int:
 
 
 def _check_prefect_api(api: str) -> None:
-    import urllib.error
-    import urllib.request
-
     from graft.errors import GraftError
+    from graft.health import why_unreachable
 
-    try:
-        with urllib.request.urlopen(f"{api.rstrip('/')}/health", timeout=5) as response:
-            response.read()
-    except (urllib.error.URLError, OSError) as e:
-        raise GraftError(f"the Prefect server at PREFECT_API_URL={api} is not reachable ({e}); start it with "
-                         f"`make server`, or point PREFECT_API_URL at a running one") from None
+    if reason := why_unreachable(api):
+        raise GraftError(f"the Prefect server at PREFECT_API_URL={api} is not reachable ({reason}); start it with "
+                         f"`make server`, or point PREFECT_API_URL at a running one")
 
 
 def _model_uri(args, root: Path) -> str:

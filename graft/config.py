@@ -406,15 +406,23 @@ def _set(tree: Any, parts: list[str], value: Any) -> None:
     tree[parts[-1]] = value
 
 
+def select(tree: Any, parts: list[str], default: Any = None) -> Any:
+    """The value at a key path (["finetune", "lr"]) in nested dicts, or `default` where there is none."""
+    for part in parts:
+        if not isinstance(tree, dict) or part not in tree:
+            return default
+        tree = tree[part]
+    return tree
+
+
+_MISSING = object()
+
+
 def _as_validated(validated: dict, parts: list[str], value: Any) -> Any:
     """A scalar as graft read it: YAML 1.1 reads `1e-3` as a string, which pydantic turns into 0.001;
     written back as 0.001, DVC and MLflow see the number the run used."""
-    node: Any = validated
-    for p in parts:
-        if not isinstance(node, dict) or p not in node:
-            return value
-        node = node[p]
-    return value if isinstance(node, (dict, list)) else node
+    node = select(validated, parts, _MISSING)
+    return value if node is _MISSING or isinstance(node, (dict, list)) else node
 
 
 def apply_overrides(path: Path, overrides: list[str], write: bool = True) -> Params:

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from graft.config import select
 from graft.errors import GraftError
 from graft.files import hash_paths
 
@@ -57,16 +58,10 @@ def _covers(out: str, dep: str) -> bool:
     return dep == out or dep.startswith(out + "/") or out.startswith(dep + "/")
 
 
-def _select(tree: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        tree = tree[part] if isinstance(tree, dict) and part in tree else None
-    return tree
-
-
 def stage_params(root: Path, decl: StageDecl) -> dict[str, Any]:
     """The values of the params a stage declares, read from params.yaml as DVC reads them."""
     raw = yaml.safe_load((Path(root) / "params.yaml").read_text()) or {}
-    return {key: _select(raw, key) for key in decl.params}
+    return {key: select(raw, key.split(".")) for key in decl.params}
 
 
 def input_fingerprint(root: Path, decl: StageDecl) -> str:
@@ -141,7 +136,7 @@ def missing_params(root: Path, dag: dict[str, StageDecl]) -> list[str]:
     missing = []
     for decl in dag.values():
         for key in decl.params:
-            if _select(raw, key) is None and key not in missing:
+            if select(raw, key.split(".")) is None and key not in missing:
                 missing.append(f"{key} (read by {decl.name})")
     return missing
 

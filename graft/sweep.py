@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from graft.config import ConfigError, apply_overrides, parse_override
+from graft.config import ConfigError, apply_overrides, parse_override, select
 from graft.errors import GraftError
 from graft.files import read_json_or_empty, write_json
 from graft.paths import Paths
@@ -114,12 +114,6 @@ def parse_grid(specs: list[str]) -> dict[str, list[str]]:
     return grid
 
 
-def _select(tree: Any, parts: list[str]) -> Any:
-    for part in parts:
-        tree = tree[part]
-    return tree
-
-
 def plan(root: Path, specs: list[str]) -> list[Variant]:
     """Every variant of the grid, each validated against params.yaml; nothing is written.
 
@@ -134,7 +128,7 @@ def plan(root: Path, specs: list[str]) -> list[Variant]:
             validated = apply_overrides(params_file, raw, write=False).model_dump(mode="json")
         except ConfigError as e:
             raise ConfigError(f"sweep variant {', '.join(raw)}: {e}") from None
-        settings = tuple((k, _select(validated, parse_override(r)[0])) for k, r in zip(grid, raw))
+        settings = tuple((k, select(validated, parse_override(r)[0])) for k, r in zip(grid, raw))
         variants.append(Variant(number, settings))
     seen: dict[tuple, int] = {}
     for v in variants:
@@ -244,35 +238,25 @@ def stage_slot(lock_dir: Path, stage: str, fingerprint: str) -> Iterator[None]:
 
 # ---------------------------------------------------------------- a remote Dask cluster
 
-def _answers(url: str, timeout: float = 5.0) -> str | None:
-    """None if `url` answers, else why not."""
-    import urllib.request
-
-    try:
-        urllib.request.urlopen(url, timeout=timeout).read()
-    except Exception as e:  # noqa: BLE001 - any failure means unreachable
-        return str(e)
-    return None
-
-
 def check_cluster_ready(root: Path, prefect_api_url: str | None, address: str) -> None:
     """Refuse, naming every missing piece, unless a remote cluster's workers can reach what a
     variant needs: the Prefect API, the tracking server and a DVC remote (a temporary Prefect
     server, a sqlite store or a cache on this machine are out of their reach)."""
     from graft import tracking
     from graft.dag import default_remote
+    from graft.health import why_unreachable
 
     problems = []
     if not prefect_api_url:
         problems.append("no Prefect API: set PREFECT_API_URL to a Prefect server the workers can reach "
                         "(without it graft starts a temporary server on this machine only)")
-    elif reason := _answers(prefect_api_url.rstrip("/") + "/health"):
+    elif reason := why_unreachable(prefect_api_url):
         problems.append(f"the Prefect API {prefect_api_url} does not answer ({reason})")
     uri = tracking.tracking_uri(root)
     if not uri.startswith(("http://", "https://")):
         problems.append(f"the tracking store {uri} is on this machine: set MLFLOW_TRACKING_URI to an MLflow server "
                         f"the workers can reach")
-    elif reason := _answers(uri.rstrip("/") + "/health"):
+    elif reason := why_unreachable(uri):
         problems.append(f"the MLflow server {uri} does not answer ({reason})")
     if not default_remote(root):
         problems.append("no default DVC remote: add one (dvc remote add -d NAME URL) so the workers can share "

@@ -70,13 +70,11 @@ def check_reachable(root: Path, timeout: float = 5.0) -> None:
     uri = tracking_uri(root)
     if not uri.startswith(("http://", "https://")):
         return
-    import urllib.request
+    from graft.health import why_unreachable
 
-    try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).read()
-    except Exception as e:  # noqa: BLE001 - any failure means unreachable
-        raise TrackingError(f"MLflow tracking server {uri} is not reachable ({e}). Start it, fix MLFLOW_TRACKING_URI, "
-                            f"or unset it to use the local store {DEFAULT_DB}.") from None
+    if reason := why_unreachable(uri, timeout):
+        raise TrackingError(f"MLflow tracking server {uri} is not reachable ({reason}). Start it, fix "
+                            f"MLFLOW_TRACKING_URI, or unset it to use the local store {DEFAULT_DB}.")
 
 
 def experiment_id(client, root: Path, name: str) -> str:

@@ -4,6 +4,7 @@ torch, Prefect and MLflow are imported only when there is work for them."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -184,6 +185,19 @@ def cmd_run(args, root: Path) -> int:
         return _run(args, root)
 
 
+def _start_prefect_early():
+    """Start Prefect's temporary server (when no PREFECT_API_URL is set) and import torch and MLflow while
+    it starts, on the other core (flows/server.py). Returns what to enter around the flow call: it waits
+    for the server and points Prefect at it."""
+    from flows.server import temporary_server
+
+    server = temporary_server()
+    import mlflow  # noqa: F401  every pipeline run needs both
+    import torch  # noqa: F401
+
+    return server.wait if server else contextlib.nullcontext
+
+
 def _run(args, root: Path) -> int:
     from graft.config import apply_overrides
     from graft.dag import downstream, load_dag, missing_params, stale_stages
@@ -221,6 +235,7 @@ def _run(args, root: Path) -> int:
         return 0
 
     _quiet_environment()
+    prefect_api = _start_prefect_early()
     from graft import tracking
 
     tracking.check_reachable(paths.root)
@@ -229,7 +244,8 @@ def _run(args, root: Path) -> int:
     params_note = f" ({len(args.overrides)} override(s) applied)" if args.overrides else ""
     print(f"Running the pipeline{params_note}; stale: {', '.join(stale) or args.force}")
     try:
-        statuses = pipeline(root=str(paths.root), force=args.force)
+        with prefect_api():
+            statuses = pipeline(root=str(paths.root), force=args.force)
     except KeyboardInterrupt:
         print("\ninterrupted: stages that finished are recorded in dvc.lock; `graft run` continues from there",
               file=sys.stderr)
@@ -360,6 +376,7 @@ def cmd_data(args, root: Path) -> int:
 
 def cmd_retrain(args, root: Path) -> int:
     _quiet_environment()
+    prefect_api = _start_prefect_early()
     from graft import tracking
 
     tracking.check_reachable(root)
@@ -367,7 +384,8 @@ def cmd_retrain(args, root: Path) -> int:
     from graft.retrain import last_outcome
 
     try:
-        outcome = retrain(root=str(root))
+        with prefect_api():
+            outcome = retrain(root=str(root))
     except Exception:
         outcome = last_outcome(root)
         if outcome.get("status") != "failed":

@@ -35,6 +35,7 @@ from graft.models.backbones import create_backbone
 from graft.models.classifier import GraftClassifier
 from graft.training.device import resolve_device
 from graft.training.loop import Recipe, fit
+from graft.training.memory import keep_freed_memory
 
 DEFAULT_IMAGES = {"tiny_cnn": 4096, "resnet18": 512}  # about 1-2 s and 6-10 s an epoch on 2 CPU cores
 LR, WEIGHT_DECAY, CLIP = 1e-3, 5e-4, 5.0
@@ -106,6 +107,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)  # as graft's stages run
     torch.utils.deterministic.fill_uninitialized_memory = False
+    keep_freed_memory()  # as graft's stages run; both loops share this process, so both get it
     device = resolve_device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'}"
     print(f"device {device} ({where}), torch {torch.__version__}, {torch.get_num_threads()} threads, "

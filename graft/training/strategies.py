@@ -96,11 +96,14 @@ def parameter_groups(model: GraftClassifier, weight_decay: float, layer_decay: f
 def make_optimizer(model: GraftClassifier, optimizer: str, weight_decay: float, momentum: float,
                    layer_decay: float = 1.0) -> torch.optim.Optimizer:
     groups = parameter_groups(model, weight_decay, layer_decay)
+    # Fused kernels (CPU and CUDA): one call per group instead of a chain of foreach ops. With a group
+    # per layer group and decay class (10 for the tiny CNN) the AdamW step fell from 446 to 218 µs on
+    # 2 CPU cores, about 2 % of a training step (BENCHMARKS.md).
     if optimizer == "sgd":
         # Nesterov needs momentum > 0; with momentum 0 this is plain SGD.
-        return torch.optim.SGD(groups, lr=0.0, momentum=momentum, nesterov=momentum > 0)
+        return torch.optim.SGD(groups, lr=0.0, momentum=momentum, nesterov=momentum > 0, fused=True)
     if optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=0.0)
+        return torch.optim.AdamW(groups, lr=0.0, fused=True)
     raise ValueError(f"unknown optimizer {optimizer!r}; allowed: adamw, sgd")
 
 

@@ -18,10 +18,11 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+from graft.health import why_unreachable
 
 STARTUP_TIMEOUT_S = 120  # a loaded 2-core machine can take a minute; Prefect's own default is 20 s
 
@@ -38,12 +39,15 @@ class TemporaryServer:
         from prefect.settings import get_current_settings
 
         self.port = _free_port()
+        # Its errors go to a file, not a pipe: nobody reads a pipe during a long run, and a full one
+        # would block the server (and with it the run).
+        self.errors = tempfile.TemporaryFile()  # noqa: SIM115 - open while the server runs; stop() closes it
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parents[1]), "--factory",
              "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
              "--log-level", "error", "--lifespan", "on"],
             env={**os.environ, **SERVER_ENV, **get_current_settings().to_environment_variables(exclude_unset=True)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            stdout=subprocess.DEVNULL, stderr=self.errors)
         atexit.register(self.stop)  # after Prefect's own exit hooks have sent their last logs and events
 
     @property
@@ -57,16 +61,13 @@ class TemporaryServer:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
             if self.process.poll() is not None:
-                error = self.process.stderr.read().decode(errors="replace")[-2000:] if self.process.stderr else ""
+                self.errors.seek(0)
+                error = self.errors.read().decode(errors="replace")[-2000:]
                 raise RuntimeError(f"Prefect's temporary API server exited with code {self.process.returncode} "
                                    f"before answering:\n{error}\nStart one yourself (`make server`) and set "
                                    f"PREFECT_API_URL=http://127.0.0.1:4200/api")
-            try:
-                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
+            if why_unreachable(self.api_url, timeout=2) is None:
+                break
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"Prefect's temporary API server did not answer within {STARTUP_TIMEOUT_S} s; "
@@ -82,6 +83,7 @@ class TemporaryServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self.errors.close()
 
 
 def temporary_server() -> TemporaryServer | None:

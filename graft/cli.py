@@ -95,11 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", default=None, metavar="MODEL_URI",
                          help="models:/<name>@<alias> or models:/<name>/<version> (default: the champion)")
 
-    lr_find = sub.add_parser("lr-find", help="learning-rate range test on the grafted model; suggests finetune.lr",
-                             description="Train the grafted model (what finetune.strategy trains first) for a few "
-                                         "steps at exponentially growing rates, stop when the smoothed loss "
-                                         "diverges, print suggested rates (fastai's valley, steep, minimum/10) and "
-                                         "save a plot. Changes no files but the plot. Needs replace_head to have run.")
+    lr_find = sub.add_parser("lr-find", help="learning-rate range tests on the grafted model; suggest finetune.lr "
+                                             "(head) and finetune.backbone_lr",
+                             description="Train the grafted model for a few steps at exponentially growing rates, "
+                                         "stop when the smoothed loss diverges, print suggested rates (fastai's "
+                                         "valley, steep, minimum/10) and save a plot; twice: the head alone (for "
+                                         "finetune.lr), then every layer (for finetune.backbone_lr, plot "
+                                         "<out>_backbone.png). Changes no files but the plots. Needs replace_head "
+                                         "to have run.")
     lr_find.add_argument("--start-lr", type=float, default=1e-7, help="first rate (default 1e-7)")
     lr_find.add_argument("--end-lr", type=float, default=10.0, help="last rate (default 10)")
     lr_find.add_argument("--num-it", type=int, default=100, help="steps (default 100)")

@@ -100,6 +100,11 @@ class _SourceBase(Section):
 class SyntheticSource(_SourceBase):
     kind: Literal["synthetic"] = "synthetic"
     per_class: int = Field(200, ge=2, description="Images generated per class.")
+    style: Literal["standard", "shifted"] = Field(
+        "standard", description="standard: the built-in look. shifted: the same classes drawn the way the standard "
+                                "source never shows them (cluttered backgrounds, smaller and more varied sizes, other "
+                                "texture scales, low contrast, heavy noise), for a target that differs from the "
+                                "source in more than recombination (graft.data.synthetic).")
 
 
 class ImageFolderSource(_SourceBase):
@@ -114,6 +119,13 @@ class IdxSource(_SourceBase):
     class_names: list[str] | None = Field(None, description="Names for labels 0..K-1; default their numbers.")
 
 
+class SklearnDigitsSource(_SourceBase):
+    """scikit-learn's bundled handwritten digits (1,797 real 8×8 grey scans, about 180 per digit; no download).
+    Classes are "0".."9"; by default the source domain reads 0-4 and the target 5-9."""
+
+    kind: Literal["sklearn_digits"]
+
+
 class TorchvisionSource(_SourceBase):
     kind: Literal["torchvision"]
     name: str = Field(description="torchvision.datasets class, e.g. MNIST, CIFAR10.")
@@ -122,12 +134,27 @@ class TorchvisionSource(_SourceBase):
     download: bool = Field(False, description="Allow downloading when the files are missing (needs a network).")
 
 
-Source = Annotated[Union[SyntheticSource, ImageFolderSource, IdxSource, TorchvisionSource], Field(discriminator="kind")]
+Source = Annotated[Union[SyntheticSource, ImageFolderSource, IdxSource, SklearnDigitsSource, TorchvisionSource],
+                   Field(discriminator="kind")]
+
+
+def _digits_classes(domain: str) -> list[str]:
+    return [str(d) for d in (range(5) if domain == "source" else range(5, 10))]
+
+
+def _synthetic_classes(domain: str) -> list[str]:
+    from graft.data.synthetic import default_classes
+
+    return default_classes(domain)
+
+
+# Kinds whose two domains split one built-in dataset by default (no `classes` needed).
+DEFAULT_CLASSES = {"synthetic": _synthetic_classes, "sklearn_digits": _digits_classes}
 
 
 def source_identity(src: BaseModel) -> tuple:
     """Two domains with the same identity are one dataset split by class lists."""
-    d = src.model_dump(exclude={"classes", "per_class"})
+    d = src.model_dump(exclude={"classes", "per_class", "style"})
     return tuple(sorted(d.items()))
 
 
@@ -141,10 +168,9 @@ class IngestParams(Section):
     @model_validator(mode="after")
     def _domains_disjoint(self) -> "IngestParams":
         if source_identity(self.source) == source_identity(self.target):
-            from graft.data.synthetic import default_classes
-            if self.source.kind == "synthetic":
-                src = self.source.classes or default_classes("source")
-                tgt = self.target.classes or default_classes("target")
+            if self.source.kind in DEFAULT_CLASSES:
+                src = self.source.classes or DEFAULT_CLASSES[self.source.kind]("source")
+                tgt = self.target.classes or DEFAULT_CLASSES[self.target.kind]("target")
             else:
                 src, tgt = self.source.classes, self.target.classes
                 if src is None or tgt is None:
@@ -240,30 +266,62 @@ class ReplaceHeadParams(Section):
     head: HeadParams = Field(default_factory=HeadParams, description="The new head grafted onto the backbone.")
 
 
-STRATEGIES = ("full", "linear_probe", "gradual_unfreeze")
+STRATEGIES = ("auto", "linear_probe", "lp_ft", "full", "gradual_unfreeze")
+CANDIDATE_STRATEGIES = ("linear_probe", "lp_ft", "full", "gradual_unfreeze")
+
+# A rate of `auto` takes the strategy's own default (graft.training.strategies.DEFAULT_RATES), so that
+# switching strategy never keeps a rate that was chosen for another one.
+Rate = Union[Annotated[float, Field(gt=0.0, le=10.0)], Literal["auto"]]
 
 
 class FinetuneParams(OptimParams):
     strategy: Literal[STRATEGIES] = Field(
-        "full", description="full: everything trains; linear_probe: the backbone stays frozen; gradual_unfreeze: "
-                            "the head trains alone for freeze_epochs, then everything (fastai's fine_tune).")
+        "auto", description="auto: train each of `candidates` and keep the one with the best validation score "
+                            "(accuracy, ties to the lower loss). linear_probe: the backbone stays frozen. lp_ft: a "
+                            "linear probe, then everything fine-tuned gently from there (Kumar et al., 2022). full: "
+                            "everything trains, the backbone at backbone_lr. gradual_unfreeze: the head alone for "
+                            "freeze_epochs, then everything (fastai's fine_tune).")
+    candidates: list[Literal[CANDIDATE_STRATEGIES]] = Field(
+        default_factory=lambda: ["linear_probe", "lp_ft", "full"],
+        description="auto: the strategies tried, each at its own default rates unless lr/backbone_lr are set. "
+                    "lp_ft reuses linear_probe's result, so the default set costs about 3 runs of `epochs`.")
+    lr: Rate = Field("auto", description="Peak rate of the head (lp_ft: while the head trains alone). auto: the "
+                                         "strategy's default (0.01 for every strategy).")
+    backbone_lr: Rate = Field("auto", description="Peak rate of the backbone's top layer group (layer_decay scales "
+                                                  "the groups below; lp_ft: the rate of every layer once the backbone "
+                                                  "joins). auto: the strategy's default (full and gradual_unfreeze "
+                                                  "0.001, lp_ft 0.001).")
     freeze_epochs: int = Field(1, ge=1, description="gradual_unfreeze: epochs with the backbone frozen, counted in "
                                                     "`epochs` (fastai's default is 1).")
-    unfrozen_lr_factor: float = Field(0.5, gt=0.0, le=10.0, description="gradual_unfreeze: the peak rate after "
-                                                                        "unfreezing is lr × this (fastai halves it).")
-    layer_decay: float = Field(1.0, gt=0.0, le=1.0, description="Discriminative rates: the head trains at the "
-                                                                "scheduled rate and each backbone layer group "
-                                                                "below it at this factor of the group above (timm's "
-                                                                "layer_decay; fastai's lr_mult=M over G groups is "
-                                                                "M**(-1/(G-1))). 1: one rate for all.")
+    unfrozen_lr_factor: float = Field(0.5, gt=0.0, le=10.0, description="gradual_unfreeze: after unfreezing, the "
+                                                                        "head and backbone peak at their rates × this "
+                                                                        "(fastai halves them).")
+    layer_decay: float = Field(1.0, gt=0.0, le=1.0, description="Discriminative rates: the backbone's top group "
+                                                                "trains at backbone_lr and each group below it at "
+                                                                "this factor of the group above (timm's layer_decay; "
+                                                                "fastai's lr_mult=M over G groups is "
+                                                                "M**(-1/(G-1))). 1: one rate for the backbone.")
     train_bn: bool = Field(True, description="When false, frozen BatchNorm layers stay in eval mode, so their "
                                              "running statistics do not drift.")
 
     @model_validator(mode="after")
     def _freeze_within_epochs(self) -> "FinetuneParams":
-        if self.strategy == "gradual_unfreeze" and self.freeze_epochs >= self.epochs:
+        uses_gradual = self.strategy == "gradual_unfreeze" or (self.strategy == "auto"
+                                                              and "gradual_unfreeze" in self.candidates)
+        if uses_gradual and self.freeze_epochs >= self.epochs:
             raise ValueError(f"freeze_epochs ({self.freeze_epochs}) must be below epochs ({self.epochs}) for "
                              f"gradual_unfreeze, or nothing is ever unfrozen; use linear_probe for that")
+        return self
+
+    @model_validator(mode="after")
+    def _candidates_make_sense(self) -> "FinetuneParams":
+        if self.strategy == "auto":
+            if not self.candidates:
+                raise ValueError("candidates is empty: auto needs at least one strategy to try (e.g. "
+                                 "[linear_probe, lp_ft, full]), or set strategy to one of them")
+            dupes = sorted({c for c in self.candidates if self.candidates.count(c) > 1})
+            if dupes:
+                raise ValueError(f"candidates lists {dupes} more than once")
         return self
 
 
@@ -281,6 +339,10 @@ class EvaluateParams(Section):
 
 class RegisterParams(Section):
     alpha: float = Field(0.05, gt=0.0, lt=1.0, description="Promote only if McNemar's one-sided p-value is below this.")
+    allow_scratch: bool = Field(True, description="Register the from-scratch control instead of the fine-tuned model "
+                                                  "when it is better on the validation split (negative transfer; "
+                                                  "tagged graft.candidate: scratch). false: always register the "
+                                                  "fine-tuned model, and never promote one that lost.")
 
 
 class RetrainParams(Section):
@@ -321,7 +383,7 @@ class Params(Section):
 # ---------------------------------------------------------------- loading
 
 SOURCE_KINDS = {"synthetic": SyntheticSource, "imagefolder": ImageFolderSource, "idx": IdxSource,
-                "torchvision": TorchvisionSource}
+                "sklearn_digits": SklearnDigitsSource, "torchvision": TorchvisionSource}
 
 
 def _allowed_keys(raw: Any, loc: tuple) -> list[str]:
@@ -345,7 +407,7 @@ def _allowed_keys(raw: Any, loc: tuple) -> list[str]:
 
 
 def _format_error(err: dict, raw: dict, origin: str) -> str:
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in ("synthetic", "imagefolder", "idx", "torchvision")))
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in SOURCE_KINDS))
     key = ".".join(str(p) for p in loc) or "(top level)"
     value = err.get("input")
     if err["type"] == "extra_forbidden":

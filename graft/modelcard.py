@@ -6,11 +6,13 @@ from __future__ import annotations
 from graft.config import Params
 from graft.files import read_json_or_empty
 from graft.paths import Paths
+from graft.summary import labels_line, recipe_line
 
 
 def model_card(params: Params, paths: Paths, tags: dict[str, str]) -> str:
     source, target = (read_json_or_empty(paths.prepared(d) / "manifest.json") for d in ("source", "target"))
-    pre, ev, reg = (read_json_or_empty(paths.metric(n)) for n in ("pretrain", "evaluate", "register"))
+    pre, ft, ev, reg = (read_json_or_empty(paths.metric(n)) for n in ("pretrain", "finetune", "evaluate", "register"))
+    registered = {"scratch": "the from-scratch control", "finetuned": "the fine-tuned model"}.get(reg.get("candidate"), "n/a")
 
     def pct(v):
         return f"{100 * v:.1f}%" if isinstance(v, (int, float)) else "n/a"
@@ -29,8 +31,11 @@ def model_card(params: Params, paths: Paths, tags: dict[str, str]) -> str:
         "",
         "## Model",
         f"- Backbone: {params.model.backbone} {params.model.backbone_args or ''}, pretrained: {params.pretrain.weights}",
-        f"- Head: {params.replace_head.head.kind}; fine-tuning strategy: {params.finetune.strategy}, "
-        f"{params.finetune.epochs} epochs, {params.finetune.optimizer} lr {params.finetune.lr}",
+        f"- Head: {params.replace_head.head.kind}; fine-tuning: {recipe_line(ft)}, "
+        f"{params.finetune.epochs} epochs per run, {params.finetune.optimizer}",
+        f"- Labels used: {labels_line(ft)}",
+        f"- Verdict (validation): {ev.get('verdict', 'n/a')}; registered: "
+        f"{registered}",
         "",
         "## Metrics (target test set)",
         f"- Accuracy: {pct(ev.get('test_acc'))} (from-scratch control: {pct(ev.get('baseline_test_acc'))}); "

@@ -42,8 +42,14 @@ def record_pipeline(params: Params, root: Path, parent_run_id: str, tags: dict[s
     from graft.modelcard import model_card
     from graft.summary import key_metrics
 
+    from graft.files import read_json_or_empty
+
     paths = Paths.at(root)
-    tracking.set_tags(parent_run_id, paths.root, tags)
+    verdict = read_json_or_empty(paths.metric("evaluate")).get("verdict")
+    chosen = read_json_or_empty(paths.metric("finetune")).get("chosen")
+    # Said in plain words on the pipeline run itself, where the MLflow UI lists runs.
+    extra = {k: v for k, v in (("graft.transfer", verdict), ("graft.finetune_chosen", chosen)) if v}
+    tracking.set_tags(parent_run_id, paths.root, {**tags, **extra})
     files = [f for f in (paths.params, paths.root / "dvc.lock") if f.exists()]
     tracking.log_artifacts(parent_run_id, paths.root, files, "pipeline")
     metrics = [f for f in sorted(paths.metrics.glob("*.json"))]

@@ -16,8 +16,35 @@ def key_metrics(paths: Paths) -> dict[str, float]:
     pre, ev = read_json_or_empty(paths.metric("pretrain")), read_json_or_empty(paths.metric("evaluate"))
     picked = {"source_test_acc": pre.get("source_test_acc"), "test_acc": ev.get("test_acc"),
               "test_macro_f1": ev.get("test_macro_f1"), "baseline_test_acc": ev.get("baseline_test_acc"),
-              "transfer_gain": ev.get("transfer_gain")}
+              "transfer_gain": ev.get("transfer_gain"), "val_transfer_gain": ev.get("val_transfer_gain")}
     return {k: v for k, v in picked.items() if isinstance(v, (int, float))}
+
+
+def pct(v) -> str:
+    return f"{100 * v:.1f}%" if isinstance(v, (int, float)) else "-"
+
+
+def recipe_line(ft: dict) -> str:
+    """`lp_ft (auto, best validation accuracy of 3: linear_probe 80.0%, lp_ft 92.0%, full 90.0%)`."""
+    chosen = ft.get("chosen") or ft.get("strategy")
+    if not chosen:
+        return "-"
+    candidates = ft.get("candidates") or {}
+    if not candidates:
+        return str(chosen)
+    scores = ", ".join(f"{name} {pct(c.get('val_acc'))}" for name, c in candidates.items())
+    return f"{chosen} (auto, best validation accuracy of {len(candidates)}: {scores})"
+
+
+def labels_line(ft: dict) -> str:
+    """Validation images are labels too: the total a user had to provide, said plainly."""
+    train, val = ft.get("train_labels"), ft.get("val_labels")
+    if not isinstance(train, int) or not isinstance(val, int):
+        return "-"
+    line = f"{train + val} ({train} to train, {val} to validate: choose the recipe, the model and when to stop)"
+    if val > train:
+        line += "; the validation set is larger than the training budget"
+    return line
 
 
 def render(paths: Paths, statuses: dict[str, dict] | None = None) -> str:
@@ -30,20 +57,21 @@ def render(paths: Paths, statuses: dict[str, dict] | None = None) -> str:
             seconds = f"{s['seconds']:.1f}s" if s.get("seconds") is not None else "-"
             lines.append(f"{name:<14}{s.get('status', '?'):<14}{seconds:>9}")
         lines.append("")
-    pre, ev, reg = (read_json_or_empty(paths.metric(n)) for n in ("pretrain", "evaluate", "register"))
-
-    def pct(v):
-        return f"{100 * v:.1f}%" if isinstance(v, (int, float)) else "-"
+    pre, ft, ev, reg = (read_json_or_empty(paths.metric(n)) for n in ("pretrain", "finetune", "evaluate", "register"))
 
     rows = [
         ("source accuracy (pretrained backbone)", pct(pre.get("source_test_acc"))),
+        ("fine-tuning recipe", recipe_line(ft)),
         ("target accuracy, fine-tuned", pct(ev.get("test_acc"))),
         ("target accuracy, from scratch", pct(ev.get("baseline_test_acc"))),
-        ("transfer gain", f"{ev['transfer_gain']:+.1f} points" if "transfer_gain" in ev else "-"),
+        ("transfer gain", f"{ev['transfer_gain']:+.1f} points (test)" if "transfer_gain" in ev else "-"),
+        ("labels used", labels_line(ft)),
+        ("verdict (validation)", ev.get("verdict", "-")),
     ]
     if reg:
         aliases = ", ".join(reg.get("aliases", [])) or "no alias"
-        rows.append(("registered model", f"{reg.get('model_name')} v{reg.get('version')} ({aliases})"))
+        which = {"scratch": ", the from-scratch control", "finetuned": ", the fine-tuned model"}.get(reg.get("candidate"), "")
+        rows.append(("registered model", f"{reg.get('model_name')} v{reg.get('version')} ({aliases}){which}"))
         rows.append(("promotion", reg.get("reason", "-")))
     width = max(len(r[0]) for r in rows)
     lines += [f"{label:<{width}}  {value}" for label, value in rows]

@@ -179,6 +179,47 @@ def stage_run(root: Path, experiment: str, stage: str, parent_run_id: str | None
 
 
 @contextmanager
+def nested_run(name: str, params: dict, tags: dict[str, str]) -> Iterator[str | None]:
+    """A child of the active stage run (one per candidate of finetune's `auto`): log_epoch lands in it while
+    it is open, then in the stage run again. Yields None, and changes nothing, when no run is active or the
+    store refuses the new run (the epochs then land in the stage run)."""
+    parent, client, root = _active["run_id"], _active["client"], _active["root"]
+    if parent is None:
+        yield None
+        return
+    try:
+        parent_run = _with_retries("reading the stage run", client.get_run, parent)
+        inherited = {k: v for k, v in parent_run.data.tags.items()
+                     if k.startswith("graft.") and k not in ("graft.kind", "graft.stage")}
+        run = _with_retries("creating a candidate run", client.create_run, parent_run.info.experiment_id,
+                            run_name=name, tags={**inherited, **tags, "graft.kind": "candidate",
+                                                 "mlflow.parentRunId": parent})
+        run_id = run.info.run_id
+        _with_retries("logging a candidate's params", _log_params, client, run_id, flatten(params))
+    except TrackingError as e:
+        from graft.report import warn
+
+        warn(f"{name}: no run of its own in {tracking_uri(root)} ({e}); its epochs go to the stage run")
+        yield None
+        return
+    _active["run_id"] = run_id
+    failed = True
+    try:
+        yield run_id
+        failed = False
+    finally:
+        _active["run_id"] = parent
+        status = "FAILED" if failed else "FINISHED"
+        try:
+            _with_retries("closing a candidate run", client.set_terminated, run_id, status=status)
+        except TrackingError:
+            from graft import pending
+
+            pending.owe(root, run_id, {"kind": "terminate", "status": status})
+            _active["owed"] += 1
+
+
+@contextmanager
 def attached_run(root: Path, run_id: str) -> Iterator[str]:
     """Log into a stage run that another process opened and will close (graft's launcher, for process 0
     of a torchrun group): log_epoch and log_dict land in it while this is open."""

@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from graft.config import IdxSource, ImageFolderSource, Params, SyntheticSource, TorchvisionSource
+from graft.config import (DEFAULT_CLASSES, IdxSource, ImageFolderSource, Params, SklearnDigitsSource, SyntheticSource,
+                          TorchvisionSource)
 from graft.data.dataset import ImageDataset
 
 
@@ -24,7 +25,12 @@ def load_source(spec: Any, domain: str, params: Params, root: Path) -> tuple[Ima
         from graft.data import synthetic
 
         classes = spec.classes or synthetic.default_classes(domain)
-        return synthetic.generate(classes, spec.per_class, size, channels, params.seed), skipped
+        return synthetic.generate(classes, spec.per_class, size, channels, params.seed, spec.style), skipped
+    if isinstance(spec, SklearnDigitsSource):
+        from graft.data.sklearn_digits import load_sklearn_digits
+
+        classes = spec.classes or DEFAULT_CLASSES["sklearn_digits"](domain)
+        return load_sklearn_digits(size, channels, classes), skipped
     if isinstance(spec, ImageFolderSource):
         from graft.data.imagefolder import load_imagefolder
 
@@ -48,7 +54,9 @@ def load_source(spec: Any, domain: str, params: Params, root: Path) -> tuple[Ima
 
 def describe_source(spec: Any) -> str:
     if isinstance(spec, SyntheticSource):
-        return f"synthetic ({spec.per_class} per class)"
+        return f"synthetic ({spec.per_class} per class{', shifted style' if spec.style == 'shifted' else ''})"
+    if isinstance(spec, SklearnDigitsSource):
+        return "scikit-learn's handwritten digits"
     if isinstance(spec, ImageFolderSource):
         return f"imagefolder {spec.path}"
     if isinstance(spec, IdxSource):

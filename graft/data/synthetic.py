@@ -7,6 +7,11 @@ that share the same shapes and textures: a backbone pretrained on the source has
 the features the target needs, which is exactly what transfer learning exploits. With a few
 labels per target class a from-scratch model has to learn them from almost nothing.
 
+That makes the standard set the one case where a frozen backbone must win. `style="shifted"` draws
+the same classes the way the standard source never shows them: a cluttered background of random
+waves, smaller and more varied shapes, finer or coarser textures, low contrast and heavy noise. A
+target in that style tests whether a recipe adapts the backbone rather than only reusing it.
+
 Importing this module does not import torch (config validation uses `default_classes`).
 """
 
@@ -72,14 +77,37 @@ def _texture(texture: str, u, v, period):
     raise ValueError(f"unknown texture {texture!r}; known: {TEXTURES}")
 
 
-def generate_class(name: str, count: int, image_size: int, channels: int, seed: int):
-    """`count` uint8 images (count×channels×size×size) of one class, deterministic in (seed, name)."""
+STYLES = ("standard", "shifted")
+
+
+def _clutter(n: int, s: int, xs, ys, uniform, g):
+    """A background of two random plane waves per image, in colours of its own: edges everywhere that
+    belong to no class, which the standard set never shows."""
+    import torch
+
+    field = torch.zeros(n, 1, s, s)
+    for _ in range(2):
+        theta = uniform(0, math.pi, n, 1, 1)
+        freq = uniform(0.15, 0.6, n, 1, 1) * (32.0 / s)
+        phase = uniform(0, 2 * math.pi, n, 1, 1)
+        field += torch.sin(freq * (xs * torch.cos(theta) + ys * torch.sin(theta)) + phase).unsqueeze(1)
+    weight = (field / 4 + 0.5).clamp(0, 1)
+    low = uniform(0.0, 1.0, n, 3, 1, 1)
+    high = (low + uniform(-0.4, 0.4, n, 3, 1, 1)).clamp(0, 1)  # faint enough that the shape stays visible
+    return low + (high - low) * weight
+
+
+def generate_class(name: str, count: int, image_size: int, channels: int, seed: int, style: str = "standard"):
+    """`count` uint8 images (count×channels×size×size) of one class, deterministic in (seed, name, style)."""
     import torch
 
     shape, _, texture = name.partition("_")
     if shape not in SHAPES or texture not in TEXTURES:
         raise ValueError(f"unknown synthetic class {name!r}; known: {', '.join(ALL_CLASSES)}")
-    g = torch.Generator().manual_seed(_class_seed(seed, name))
+    if style not in STYLES:
+        raise ValueError(f"unknown synthetic style {style!r}; known: {', '.join(STYLES)}")
+    shifted = style == "shifted"
+    g = torch.Generator().manual_seed(_class_seed(seed, name if not shifted else f"{name}:shifted"))
     n, s = count, image_size
 
     def uniform(lo, hi, *shape_):
@@ -87,11 +115,19 @@ def generate_class(name: str, count: int, image_size: int, channels: int, seed: 
 
     # Geometry in units of the image size, so every image_size shows the same scene.
     scale = s / 32.0
-    cx = uniform(11, 21, n, 1, 1) * scale
-    cy = uniform(11, 21, n, 1, 1) * scale
-    radius = uniform(7.5, 11.5, n, 1, 1) * scale
-    angle = uniform(-0.5, 0.5, n, 1, 1)
-    period = uniform(3.2, 4.6, n, 1, 1) * scale
+    if shifted:  # smaller, more varied, anywhere that keeps most of the shape inside; textures finer or coarser
+        radius = uniform(6.0, 10.0, n, 1, 1) * scale
+        cx = (uniform(0, 1, n, 1, 1) * (32 - 2 * radius / scale) + radius / scale) * scale
+        cy = (uniform(0, 1, n, 1, 1) * (32 - 2 * radius / scale) + radius / scale) * scale
+        angle = uniform(-1.0, 1.0, n, 1, 1)
+        period = torch.where(torch.rand(n, 1, 1, generator=g) < 0.5, uniform(2.8, 3.2, n, 1, 1),
+                             uniform(5.0, 6.0, n, 1, 1)) * scale
+    else:
+        cx = uniform(11, 21, n, 1, 1) * scale
+        cy = uniform(11, 21, n, 1, 1) * scale
+        radius = uniform(7.5, 11.5, n, 1, 1) * scale
+        angle = uniform(-0.5, 0.5, n, 1, 1)
+        period = uniform(3.2, 4.6, n, 1, 1) * scale
     ys, xs = torch.meshgrid(torch.arange(s, dtype=torch.float32), torch.arange(s, dtype=torch.float32), indexing="ij")
     dx, dy = xs - cx, ys - cy
     u = dx * torch.cos(angle) + dy * torch.sin(angle)
@@ -101,26 +137,29 @@ def generate_class(name: str, count: int, image_size: int, channels: int, seed: 
     fill = _texture(texture, u, v, period)
 
     # Colours are random per image, so colour carries no class information.
-    background = uniform(0.0, 1.0, n, 3, 1, 1)
+    background = uniform(0.0, 1.0, n, 3, 1, 1) if not shifted else _clutter(n, s, xs, ys, uniform, g)
     ink = uniform(0.0, 1.0, n, 3, 1, 1)
     paper = uniform(0.0, 1.0, n, 3, 1, 1)
     # Keep the fill's two colours and the background distinguishable.
     ink = torch.where((ink - paper).abs().sum(1, keepdim=True) < 0.6, 1.0 - paper, ink)
+    if shifted:  # lower contrast: the fill's colours pulled a quarter of the way towards their mean
+        mid = (ink + paper) / 2
+        ink, paper = mid + 0.75 * (ink - mid), mid + 0.75 * (paper - mid)
     shape_colour = torch.where(fill.unsqueeze(1), ink, paper)
     img = torch.where(inside.unsqueeze(1), shape_colour, background)
-    img = img + 0.08 * torch.randn(n, 3, s, s, generator=g)
+    img = img + (0.08 if not shifted else 0.12) * torch.randn(n, 3, s, s, generator=g)
     img = img.clamp(0, 1)
     if channels == 1:
         img = (0.299 * img[:, 0:1] + 0.587 * img[:, 1:2] + 0.114 * img[:, 2:3])
     return (img * 255).round().to(torch.uint8)
 
 
-def generate(classes: list[str], per_class: int, image_size: int, channels: int, seed: int):
+def generate(classes: list[str], per_class: int, image_size: int, channels: int, seed: int, style: str = "standard"):
     """An ImageDataset of `per_class` images for each named class."""
     import torch
 
     from graft.data.dataset import ImageDataset
 
-    images = [generate_class(c, per_class, image_size, channels, seed) for c in classes]
+    images = [generate_class(c, per_class, image_size, channels, seed, style) for c in classes]
     labels = [torch.full((per_class,), i, dtype=torch.int64) for i in range(len(classes))]
     return ImageDataset(torch.cat(images), torch.cat(labels), list(classes))

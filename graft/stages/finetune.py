@@ -1,7 +1,12 @@
-"""finetune: train the grafted model on the target domain with the configured strategy."""
+"""finetune: train the grafted model on the target domain with the configured strategy.
+
+With `strategy: auto` (the default) each of `finetune.candidates` is trained, every one in a nested
+tracking run of its own, and the one with the best validation score is written; metrics/finetune.json
+keeps every candidate's score and why the winner won (graft/training/selection.py)."""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 
 from graft import tracking
@@ -9,28 +14,46 @@ from graft.config import Params
 from graft.models.io import load_classifier, save_classifier, sidecar_path
 from graft.paths import Paths
 from graft.report import say
-from graft.training.common import checkpoint_for, load_domain, recipe_from, setup_torch, write_history, write_metrics
+from graft.training.checkpoint import Checkpoint, stage_key
+from graft.training.common import load_domain, recipe_from, setup_torch, write_history, write_metrics
 from graft.training.distributed import is_primary
-from graft.training.loop import Recipe, fit
+from graft.training.loop import Recipe
+from graft.training.selection import Step, fresh_copies, select, steps_for
+from graft.training.strategies import resolve_rates
 
 READS = ["seed", "train", "finetune"]
 
 
-def finetune_recipe(params: Params) -> Recipe:
+def strategies(params: Params) -> list[str]:
+    """The strategies this run trains: the candidates under auto, else the one named."""
     fp = params.finetune
-    return replace(recipe_from(fp, params), strategy=fp.strategy, freeze_epochs=fp.freeze_epochs,
+    return list(fp.candidates) if fp.strategy == "auto" else [fp.strategy]
+
+
+def finetune_recipe(params: Params, strategy: str | None = None) -> Recipe:
+    """The loop's recipe for `strategy` (default: the configured one, or auto's first candidate) at its rates;
+    for lp_ft, the recipe of its first run (the probe)."""
+    fp = params.finetune
+    strategy = strategy or strategies(params)[0]
+    base = replace(recipe_from(fp, params, lr=1.0), freeze_epochs=fp.freeze_epochs,
                    unfrozen_lr_factor=fp.unfrozen_lr_factor, layer_decay=fp.layer_decay, train_bn=fp.train_bn)
+    return steps_for(strategy, base, fp.lr, fp.backbone_lr)[0].recipe
 
 
 def describe(params: Params) -> str:
     fp = params.finetune
-    parts = [f"strategy {fp.strategy}"]
-    if fp.strategy == "gradual_unfreeze":
-        parts.append(f"{fp.freeze_epochs} frozen epoch(s) then lr × {fp.unfrozen_lr_factor}")
-    if fp.layer_decay < 1 and fp.strategy != "linear_probe":
+    tried = strategies(params)
+    parts = [f"strategy auto (tries {', '.join(tried)})" if fp.strategy == "auto" else f"strategy {fp.strategy}"]
+    for name in tried:
+        head, backbone = resolve_rates(name, fp.lr, fp.backbone_lr)
+        rates = {"linear_probe": f"head lr {head:g}", "lp_ft": f"probe lr {head:g}, then all at {backbone:g}"}
+        parts.append(f"{name}: {rates.get(name, f'head lr {head:g}, backbone lr {backbone:g}')}")
+    if "gradual_unfreeze" in tried:
+        parts.append(f"gradual_unfreeze: {fp.freeze_epochs} frozen epoch(s) then rates × {fp.unfrozen_lr_factor}")
+    if fp.layer_decay < 1:
         parts.append(f"layer decay {fp.layer_decay}")
-    parts.append(f"{fp.epochs} epochs, {fp.optimizer} lr {fp.lr} {fp.schedule}")
-    return ", ".join(parts)
+    parts.append(f"{fp.epochs} epochs per run, {fp.optimizer} {fp.schedule}")
+    return "; ".join(parts)
 
 
 def run(params: Params, paths: Paths) -> dict:
@@ -42,22 +65,50 @@ def run(params: Params, paths: Paths) -> dict:
         raise ValueError(f"{grafted} was grafted for classes {meta['classes']}, but the target data has "
                          f"{manifest['classes']}; rerun replace_head")
     fp = params.finetune
-    say(f"finetune: {describe(params)}, {manifest['counts']['train']} labelled images "
-        f"({manifest['label_budget']} per class)")
-    checkpoint = checkpoint_for(paths, "finetune", params, READS,
-                                [grafted, sidecar_path(grafted), paths.prepared("target")])
-    result = fit(model, data["train"], data["val"], finetune_recipe(params), seed=params.seed, stage="finetune",
-                 device=device, on_epoch=tracking.log_epoch, checkpoint=checkpoint)
-    kept = result.kept
-    metrics = {"val_acc": kept["val_acc"], "val_loss": kept["val_loss"], "train_acc": kept["train_acc"],
-               "epochs": len(result.history), "kept_epoch": result.kept_epoch,
-               "stopped_early": result.stopped_early, "strategy": fp.strategy}
+    counts = manifest["counts"]
+    say(f"finetune: {describe(params)}")
+    say(f"finetune: {counts['train']} training labels ({manifest['label_budget']} per class), "
+        f"{counts['val']} validation labels to choose and stop by")
+    key = stage_key(params, READS, [grafted, sidecar_path(grafted), paths.prepared("target")], "finetune")
+    folder = paths.checkpoints("finetune")
+
+    def checkpoint_for(step: Step) -> Checkpoint:
+        # One folder per run of the loop: a checkpoint clears out the others in its folder.
+        return Checkpoint(folder / step.label, f"{key}-{_digest(repr(step.recipe))}", f"finetune ({step.label})")
+
+    def scope(name: str, info: dict):
+        say(f"finetune: candidate {name}")
+        return tracking.nested_run(f"finetune: {name}", info, {"graft.candidate_strategy": name})
+
+    auto = fp.strategy == "auto"
+    base = finetune_recipe(params)
+    selection = select(fresh_copies(model), data["train"], data["val"], base, strategies(params), fp.lr,
+                       fp.backbone_lr, seed=params.seed, stage="finetune", device=device,
+                       on_epoch=tracking.log_epoch, checkpoint_for=checkpoint_for, scope=scope if auto else None)
+    chosen = selection.chosen
+    if auto:
+        say(f"finetune: kept {chosen.name}: {selection.reason}")
+        for row in chosen.history:  # the stage run shows the kept recipe's curves, as with a named strategy
+            tracking.log_epoch(row)
+    model.load_state_dict(chosen.state)
+    metrics = {**chosen.summary(), "stopped_early": chosen.stopped_early, "strategy": fp.strategy,
+               "chosen": chosen.name, "reason": selection.reason,
+               "train_labels": counts["train"], "val_labels": counts["val"]}
+    if auto:
+        metrics["candidates"] = {c.name: c.summary() for c in selection.candidates}
     if is_primary():  # under torchrun, process 0 writes for the group
         save_classifier(paths.model("finetuned"), model.cpu(), meta["architecture"], meta["classes"],
-                        {"strategy": fp.strategy, "backbone_weights": meta.get("backbone_weights"),
+                        {"strategy": chosen.name, "selected_by": fp.strategy,
+                         "backbone_weights": meta.get("backbone_weights"),
                          "backbone_weights_sha256": meta.get("backbone_weights_sha256"),
-                         "kept_epoch": result.kept_epoch})
+                         "kept_epoch": chosen.kept_epoch})
         write_metrics(paths.metric("finetune"), metrics)
-        write_history(paths.plot("finetune"), result.history)
-        checkpoint.finish()
-    return metrics
+        write_history(paths.plot("finetune"), chosen.history)
+        shutil.rmtree(folder, ignore_errors=True)  # finished: nothing is left to resume
+    return {k: v for k, v in metrics.items() if k != "candidates"}
+
+
+def _digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:8]

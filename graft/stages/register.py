@@ -1,5 +1,10 @@
-"""register: add the fine-tuned model to the MLflow registry as `challenger`, and promote it to
-`champion` only if it beats the current champion on the same test examples (McNemar's test).
+"""register: add the candidate to the MLflow registry as `challenger`, and promote it to `champion` only
+if it beats the current champion on the same test examples (McNemar's test).
+
+The candidate is the better of the fine-tuned model and the from-scratch control on the validation
+split (evaluate decides; tagged `graft.candidate`), so graft never ships a model that pretraining made
+worse. With register.allow_scratch false it is always the fine-tuned model, and one that lost to the
+control is registered but never promoted.
 
 The champion is re-scored here, on the challenger's test split, through the registered model
 itself (the same pyfunc a deployment would load), never compared through old numbers."""
@@ -13,7 +18,7 @@ import torch
 
 from graft import tracking
 from graft.config import Params
-from graft.files import write_json
+from graft.files import read_json, write_json
 from graft.lineage import run_tags
 from graft.metrics import mcnemar_one_sided
 from graft.models.io import load_classifier, sidecar_path
@@ -58,11 +63,29 @@ def rescore_champion(paths: Paths, champion: dict, test) -> tuple[torch.Tensor |
     return probs.argmax(1) == test.labels, None
 
 
+MODEL_FILE = {"finetuned": "finetuned", "scratch": "baseline"}
+
+
+def pick_candidate(evaluation: dict, allow_scratch: bool) -> tuple[str, str | None]:
+    """(which model to register, why it must not be promoted or None), from evaluate's validation verdict."""
+    if "better_on_val" not in evaluation:
+        raise FileNotFoundError("metrics/evaluate.json has no validation verdict (written by an older graft); "
+                                "run `graft run --force evaluate`")
+    if evaluation["better_on_val"] == "finetuned":
+        return "finetuned", None
+    if allow_scratch:
+        return "scratch", None
+    return "finetuned", ("not promoted: negative transfer (the from-scratch control is better on validation) and "
+                         "register.allow_scratch is false")
+
+
 def run(params: Params, paths: Paths) -> dict:
     device = setup_torch(params)
     data, manifest = load_domain(paths, "target")
     test = data["test"]
-    weights = paths.model("finetuned")
+    evaluation = read_json(paths.metric("evaluate"))
+    candidate, hold_back = pick_candidate(evaluation, params.register.allow_scratch)
+    weights = paths.model(MODEL_FILE[candidate])
     challenger, meta = load_classifier(weights)
     challenger_correct = predict_logits(challenger.to(device), test.images, params.train.eval_batch_size,
                                         device).argmax(1) == test.labels
@@ -70,12 +93,12 @@ def run(params: Params, paths: Paths) -> dict:
     name = params.tracking.model_name
     champion = tracking.champion_version(paths.root, name)
     champion_correct, cannot_compare = rescore_champion(paths, champion, test) if champion else (None, None)
-    if cannot_compare:
+    if hold_back or cannot_compare:
         decision = {"challenger_acc": challenger_correct.double().mean().item(), "promote": False,
-                    "reason": cannot_compare}
+                    "reason": hold_back or cannot_compare}
     else:
         decision = decide(challenger_correct, champion_correct, params.register.alpha)
-    decision.update(test_examples=len(test), test_hash=manifest["hashes"]["test"],
+    decision.update(candidate=candidate, test_examples=len(test), test_hash=manifest["hashes"]["test"],
                     previous_champion=champion["version"] if champion else None)
 
     own_run = tracking.active_run_id() is None  # called directly (tests): open a run of its own
@@ -88,7 +111,8 @@ def run(params: Params, paths: Paths) -> dict:
         lineage = run_tags(paths.root, tracking.get_run(paths.root, run_id)["tags"].get("graft.pipeline_run_id", ""))
         tags = {**{f"graft.gate.{k}": str(v) for k, v in decision.items()}, **lineage,
                 "graft.classes": json.dumps(meta["classes"]), "graft.input_shape": json.dumps(list(test.images.shape[1:])),
-                "graft.strategy": str(meta.get("strategy"))}
+                "graft.strategy": str(meta.get("strategy")), "graft.candidate": candidate,
+                "graft.transfer": evaluation.get("verdict", "")}
         version = tracking.register_version(paths.root, name, model_uri, tags)
         tracking.set_alias(paths.root, name, "challenger", version)
         if decision["promote"]:
@@ -98,5 +122,6 @@ def run(params: Params, paths: Paths) -> dict:
     result = {"model_name": name, "version": version, "aliases": aliases, **decision}
     write_json(paths.metric("register"), {k: round(v, 6) if isinstance(v, float) else v for k, v in result.items()})
     verdict = "promoted to champion" if decision["promote"] else "kept as challenger"
-    say(f"register: {name} version {version} {verdict} ({decision['reason']})")
+    say(f"register: {name} version {version} ({'the from-scratch control' if candidate == 'scratch' else 'fine-tuned'})"
+        f" {verdict} ({decision['reason']})")
     return {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

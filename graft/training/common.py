@@ -74,5 +74,13 @@ def write_history(path: Path, history: list[dict]) -> None:
     tmp.replace(path)
 
 
+def _rounded(value):
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
+
+
 def write_metrics(path: Path, metrics: dict) -> None:
-    write_json(path, {k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()})
+    write_json(path, _rounded(metrics))

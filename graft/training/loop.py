@@ -32,7 +32,8 @@ from graft.training.device import Placement, placement_for, release_layout
 from graft.training.distributed import World
 from graft.training.ema import WeightEma
 from graft.training.schedules import lr_factor
-from graft.training.strategies import Phase, apply_phase, group_rates, make_optimizer, phase_of, plan_phases
+from graft.training.strategies import (Phase, apply_phase, group_rates, make_optimizer, phase_of, plan_phases,
+                                       set_rates)
 
 
 @dataclass
@@ -41,7 +42,8 @@ class Recipe:
     graft/config.py documents each field)."""
 
     epochs: int
-    lr: float
+    lr: float                        # the head's peak rate
+    backbone_lr: float | None = None  # the backbone's (its top group's); None: the same as the head's
     optimizer: str = "adamw"
     weight_decay: float = 5e-4
     momentum: float = 0.9
@@ -135,7 +137,8 @@ def _train_epoch(model: GraftClassifier, net: nn.Module, train: ImageDataset, op
                  augment, ema: WeightEma | None, place: Placement, world: World, bar) -> tuple[dict, dict]:
     """One pass over `order` (this process's shard) in steps of `batch_size`; `net` is `model`, or DDP around it."""
     rates: dict[str, float] = {}
-    peak = recipe.lr * phase.lr_scale
+    head_peak = recipe.lr * phase.lr_scale
+    backbone_peak = (recipe.backbone_lr if recipe.backbone_lr is not None else recipe.lr) * phase.lr_scale
     # Summed in float64 from each batch's mean loss × its size: the same numbers .item() per step gave.
     loss_sum = torch.zeros((), dtype=torch.float64, device=place.device)
     correct = torch.zeros((), dtype=torch.int64, device=place.device)
@@ -147,8 +150,7 @@ def _train_epoch(model: GraftClassifier, net: nn.Module, train: ImageDataset, op
             x = augment(x)
         x, y = place.batch(x), place.batch(train.labels[idx])
         factor = lr_factor(recipe.schedule, step, phase_steps, recipe.warmup)
-        for g in optimizer.param_groups:
-            g["lr"] = peak * g["lr_mult"] * factor
+        set_rates(optimizer, head_peak, backbone_peak, factor)
         if not rates:
             rates = group_rates(optimizer)  # the rates the epoch starts with, as logged
         with place.autocast():

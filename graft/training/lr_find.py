@@ -1,9 +1,10 @@
 """`graft lr-find`: a learning-rate range test on the grafted model (fastai's lr_find is the reference).
 
 The rate grows exponentially from start_lr to end_lr, one step per batch; the loss is smoothed
-(exponential average, debiased) and the test stops once it exceeds 4× its minimum. It trains what
-the first phase of finetune.strategy trains (the head alone for linear_probe and gradual_unfreeze)
-with finetune's optimizer, augmentation and layer-wise rates, on a copy in memory: no file changes.
+(exponential average, debiased) and the test stops once it exceeds 4× its minimum. It runs twice,
+on copies in memory (no file changes), with finetune's optimizer, augmentation and layer-wise decay:
+once training the head alone (a suggestion for finetune.lr), once training every layer at the swept
+rate, as fastai's lr_find on an unfrozen learner (a suggestion for finetune.backbone_lr).
 
 Suggestions, as fastai computes them: `valley` (the default: halfway down the longest descending
 stretch of the curve), `steep` (the steepest descent) and `minimum` (the rate
@@ -164,7 +165,10 @@ def run(params: Params, paths: Paths, *, start_lr: float = 1e-7, end_lr: float =
     """The range test on models/grafted.safetensors and the target's training set; saves the plot."""
     from graft.models.io import load_classifier
     from graft.stages.finetune import finetune_recipe
+    from graft.stages.finetune import strategies as finetune_strategies
     from graft.training.common import load_domain, setup_torch
+
+    from graft.training.strategies import resolve_rates
 
     grafted = paths.model("grafted")
     if not grafted.exists():
@@ -172,17 +176,25 @@ def run(params: Params, paths: Paths, *, start_lr: float = 1e-7, end_lr: float =
                                 f"(or the stages up to replace_head)")
     device = setup_torch(params)
     data, _ = load_domain(paths, "target")
-    model, _ = load_classifier(grafted)
-    recipe = finetune_recipe(params)
-    result = range_test(model, data["train"], recipe, seed=params.seed, device=device, start_lr=start_lr,
-                        end_lr=end_lr, num_it=num_it)
     out = out or paths.state / "lr_find.png"  # beside graft's other state: not a DVC output, not for git
-    save_plot(result, out)
-    trains = "the head alone" if recipe.strategy in ("linear_probe", "gradual_unfreeze") else "every layer"
-    say(f"lr-find: {len(result.lrs)} steps from {start_lr:g} to {result.lrs[-1]:.3g} training {trains} "
-        f"({recipe.strategy}, {recipe.optimizer}){', stopped as the loss diverged' if result.diverged else ''}")
-    say(f"lr-find: suggested finetune.lr {result.suggestion:.2e} (valley); steep {result.steep:.2e}, "
-        f"minimum/10 {result.minimum:.2e}; current finetune.lr {params.finetune.lr:g}")
-    say(f"lr-find: plot saved to {out}")
-    return {"suggestion": result.suggestion, "valley": result.valley, "steep": result.steep,
-            "minimum": result.minimum, "steps": len(result.lrs), "diverged": result.diverged, "plot": str(out)}
+    fp = params.finetune
+    # What each key is now, for the strategy it serves (auto: its first candidate that trains the backbone).
+    trains_backbone = next((s for s in finetune_strategies(params) if s != "linear_probe"), "full")
+    current = {"lr": resolve_rates("linear_probe", fp.lr, fp.backbone_lr)[0],
+               "backbone_lr": resolve_rates(trains_backbone, fp.lr, fp.backbone_lr)[1]}
+    found = {}
+    for key, strategy, trains, plot in (("lr", "linear_probe", "the head alone", out),
+                                        ("backbone_lr", "full", "every layer", out.with_name(f"{out.stem}_backbone.png"))):
+        model, _ = load_classifier(grafted)
+        recipe = finetune_recipe(params, strategy)
+        result = range_test(model, data["train"], recipe, seed=params.seed, device=device, start_lr=start_lr,
+                            end_lr=end_lr, num_it=num_it)
+        save_plot(result, plot)
+        say(f"lr-find: {len(result.lrs)} steps from {start_lr:g} to {result.lrs[-1]:.3g} training {trains} "
+            f"({recipe.optimizer}){', stopped as the loss diverged' if result.diverged else ''}")
+        say(f"lr-find: suggested finetune.{key} {result.suggestion:.2e} (valley); steep {result.steep:.2e}, "
+            f"minimum/10 {result.minimum:.2e}; now {current[key]:g}; plot saved to {plot}")
+        found[key] = {"suggestion": result.suggestion, "valley": result.valley, "steep": result.steep,
+                      "minimum": result.minimum, "steps": len(result.lrs), "diverged": result.diverged,
+                      "plot": str(plot)}
+    return found

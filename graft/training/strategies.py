@@ -5,6 +5,14 @@ rate. Which phase an epoch is in follows from the epoch number alone, so a resum
 model in the right freeze state without remembering how it got there, and never re-freezes what
 was already unfrozen.
 
+The head and the backbone have rates of their own: a new head starts from random weights and needs a
+large rate, while a pretrained backbone is destroyed by one (the real-data tables in BENCHMARKS.md).
+Each strategy has default rates for both parts (DEFAULT_RATES); params ask for them with `auto`.
+
+lp_ft (LP-FT, Kumar et al. 2022) is not a phase plan but two runs of the loop: a linear probe, then
+everything trained from the probe's weights at the backbone's rate with a fresh optimizer
+(graft/training/selection.py), so `auto` can reuse its linear-probe candidate.
+
 The optimizer always holds every parameter, in one group per layer group (head, then the backbone
 from its last stage down to the stem) and per weight-decay class. Frozen parameters get no
 gradient, so the optimizer skips them; unfreezing only flips requires_grad, and the optimizer's
@@ -21,7 +29,27 @@ from torch import nn
 from graft.models.classifier import GraftClassifier
 from graft.models.surgery import set_backbone_trainable
 
-STRATEGIES = ("full", "linear_probe", "gradual_unfreeze")
+STRATEGIES = ("full", "linear_probe", "gradual_unfreeze")  # the phase plans one run of the loop can follow
+
+# (head, backbone) peak rates per strategy, for AdamW. lp_ft's pair is the probe's head rate, then the one
+# rate everything trains at once the backbone joins. BENCHMARKS.md ("Fine-tuning on three datasets") has the
+# evidence, per dataset; none of these was chosen on one dataset alone.
+DEFAULT_RATES: dict[str, tuple[float, float | None]] = {
+    "linear_probe": (0.01, None),
+    "lp_ft": (0.01, 0.001),
+    "full": (0.01, 0.001),
+    "gradual_unfreeze": (0.01, 0.001),
+}
+
+
+def resolve_rates(strategy: str, lr: float | str, backbone_lr: float | str) -> tuple[float, float]:
+    """(head rate, backbone rate): the given ones, and the strategy's defaults where `auto`."""
+    head_default, backbone_default = DEFAULT_RATES[strategy]
+    head = head_default if lr == "auto" else float(lr)
+    if backbone_lr != "auto":
+        return head, float(backbone_lr)
+    # A frozen backbone's rate is never used; keep it equal to the head's so the logged rates read plainly.
+    return head, backbone_default if backbone_default is not None else head
 
 
 @dataclass(frozen=True)
@@ -78,19 +106,28 @@ def layer_groups(model: GraftClassifier) -> list[tuple[str, nn.Module]]:
 
 def parameter_groups(model: GraftClassifier, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
     """Optimizer groups: per layer group, its weights (decayed) and its norms and biases (not decayed:
-    decaying them only hurts, as timm and fastai found). `lr_mult` falls by `layer_decay` per group
-    below the head; the loop sets each group's lr to peak × phase scale × lr_mult × schedule."""
+    decaying them only hurts, as timm and fastai found). `part` is head or backbone; `lr_mult` is 1 for
+    the head and the backbone's top group and falls by `layer_decay` per group below that. The loop sets
+    each group's lr to its part's peak × phase scale × lr_mult × schedule."""
     out = []
     for depth, (name, module) in enumerate(layer_groups(model)):
         decay, no_decay = [], []
         for pname, p in module.named_parameters():
             (no_decay if p.ndim <= 1 or pname.endswith(".bias") else decay).append(p)
-        mult = layer_decay ** depth
+        part = "head" if depth == 0 else "backbone"
+        mult = 1.0 if depth == 0 else layer_decay ** (depth - 1)
         for params, wd, suffix in ((decay, weight_decay, ""), (no_decay, 0.0, "_no_decay")):
             if params:
-                out.append({"params": params, "weight_decay": wd, "lr": 0.0, "lr_mult": mult,
+                out.append({"params": params, "weight_decay": wd, "lr": 0.0, "lr_mult": mult, "part": part,
                             "name": name + suffix, "layer": name})
     return out
+
+
+def set_rates(optimizer: torch.optim.Optimizer, head_lr: float, backbone_lr: float, factor: float = 1.0) -> None:
+    """Each group's rate: its part's peak × its layer-decay multiplier × the schedule's factor."""
+    peaks = {"head": head_lr, "backbone": backbone_lr}
+    for g in optimizer.param_groups:
+        g["lr"] = peaks[g["part"]] * g["lr_mult"] * factor
 
 
 def make_optimizer(model: GraftClassifier, optimizer: str, weight_decay: float, momentum: float,

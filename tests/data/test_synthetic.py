@@ -41,3 +41,31 @@ def test_unknown_class_is_a_clear_error():
 
     with pytest.raises(ValueError, match="unknown synthetic class 'blob_dots'"):
         synthetic.generate(["blob_dots"], 2, 16, 3, seed=0)
+
+
+def test_shifted_style_draws_the_same_classes_differently():
+    """Same class names, other images: busier backgrounds (more edges away from the shape), more noise."""
+    standard = synthetic.generate(["circle_checker", "square_dots"], 64, 32, 3, seed=0)
+    shifted = synthetic.generate(["circle_checker", "square_dots"], 64, 32, 3, seed=0, style="shifted")
+    assert shifted.classes == standard.classes and shifted.images.shape == standard.images.shape
+    assert not torch.equal(standard.images, shifted.images)
+
+    def corner_edges(ds):  # the corners are background in nearly every image of both styles
+        corner = ds.images[:, :, :6, :6].float()
+        return (corner[..., 1:] - corner[..., :-1]).abs().mean()
+
+    assert corner_edges(shifted) > 1.3 * corner_edges(standard)
+    again = synthetic.generate(["square_dots"], 64, 32, 3, seed=0, style="shifted")
+    assert torch.equal(again.images, shifted.images[64:])  # deterministic per class, like the standard style
+
+
+def test_shifted_style_is_selectable_in_params_and_unknown_styles_are_refused():
+    import pytest
+
+    from graft.config import ConfigError, validate_params
+    from tests.conftest import merge, tiny_params_dict
+
+    params = validate_params(merge(tiny_params_dict(), {"ingest": {"target": {"style": "shifted"}}}))
+    assert params.ingest.target.style == "shifted" and params.ingest.source.style == "standard"
+    with pytest.raises(ConfigError, match="ingest.target.style"):
+        validate_params(merge(tiny_params_dict(), {"ingest": {"target": {"style": "wobbly"}}}))

@@ -36,3 +36,30 @@ def test_pictures_for_people(trained, tiny_params):
     for name in ("confusion.png", "learning_curves.png"):
         data = (trained.plots / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5000, name
+
+
+def test_the_better_model_is_chosen_on_validation_and_ties_go_to_the_fine_tuned_one():
+    from graft.stages.evaluate import better_on_validation, verdict
+
+    good, poor = {"acc": 0.9, "loss": 0.3}, {"acc": 0.6, "loss": 0.9}
+    assert better_on_validation(good, poor) == "finetuned"
+    assert better_on_validation(poor, good) == "scratch"
+    assert better_on_validation({"acc": 0.9, "loss": 0.5}, {"acc": 0.9, "loss": 0.3}) == "scratch"  # loss breaks ties
+    assert better_on_validation(good, dict(good)) == "finetuned"
+    assert verdict("scratch", poor, good).startswith("negative transfer: the from-scratch control beats")
+    assert "+30.0 points on validation" in verdict("finetuned", good, poor)
+
+
+def test_negative_transfer_is_said_plainly(trained, tiny_params):
+    """A fine-tuned model that always answers one class loses to the control on validation."""
+    from tests.stages.test_register import _constant_predictor
+
+    _constant_predictor(trained.model("finetuned"), 0)
+    summary = evaluate.run(tiny_params, trained)
+    metrics = read_json(trained.metric("evaluate"))
+    assert metrics["val_acc"] == pytest.approx(1 / 3) and metrics["baseline_val_acc"] > 1 / 3
+    assert metrics["better_on_val"] == "scratch" and metrics["negative_transfer"] is True
+    assert metrics["verdict"].startswith("negative transfer")
+    assert summary["val_transfer_gain"] == pytest.approx(100 * (metrics["val_acc"] - metrics["baseline_val_acc"]),
+                                                         abs=1e-3)
+    assert metrics["val_examples"] == 12

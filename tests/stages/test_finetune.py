@@ -65,7 +65,8 @@ def test_gradual_unfreeze_follows_fastai(grafted, tiny_params):
 
 
 def test_layer_decay_gives_each_group_its_rate(grafted, tiny_params):
-    params = with_finetune(tiny_params, strategy="full", layer_decay=0.5, schedule="constant", lr=0.008)
+    params = with_finetune(tiny_params, strategy="full", layer_decay=0.5, schedule="constant", lr=0.008,
+                           backbone_lr=0.004)
     finetune.run(params, grafted)
     row = history(grafted)[0]
     # tiny_cnn has four layer groups below the head.
@@ -154,7 +155,7 @@ def test_resumed_gradual_unfreeze_matches_an_uninterrupted_run(grafted, tiny_par
     other = Paths.at(tmp_path / "other")
     shutil.copytree(grafted.root, other.root)
     finetune.run(params, other)  # uninterrupted
-    assert not list(other.checkpoints("finetune").glob("*.pt")), "a finished run leaves no checkpoint"
+    assert not list(other.checkpoints("finetune").rglob("*.pt")), "a finished run leaves no checkpoint"
 
     def stop_after_epoch_2(row):
         if row["epoch"] == 2:
@@ -163,7 +164,7 @@ def test_resumed_gradual_unfreeze_matches_an_uninterrupted_run(grafted, tiny_par
     monkeypatch.setattr(tracking, "log_epoch", stop_after_epoch_2)
     with pytest.raises(Interrupt):
         finetune.run(params, grafted)
-    (saved,) = grafted.checkpoints("finetune").glob("*.pt")
+    (saved,) = grafted.checkpoints("finetune").rglob("*.pt")
     state = torch.load(saved, weights_only=True)
     assert state["epoch"] == 2 and state["phase"] == 1 and state["train_backbone"] is True
     assert {g["layer"] for g in state["optimizer"]["param_groups"]} == {"head", "layer3", "layer2", "layer1", "layer0"}
@@ -177,13 +178,15 @@ def test_resumed_gradual_unfreeze_matches_an_uninterrupted_run(grafted, tiny_par
     resumed = seen[2]
     model, _ = load_classifier(grafted.model("grafted"))
     assert resumed["phase"] == 1 and resumed["trainable_params"] == sum(p.numel() for p in model.parameters())
-    assert resumed["lr_layer0"] == pytest.approx(resumed["lr_head"] * 0.5 ** 4)
+    # After unfreezing both parts peak at rate × 0.5: the head at 0.01, the backbone's top group at 0.001, and
+    # layer decay halves that three times down to the stem.
+    assert resumed["lr_layer0"] == pytest.approx(resumed["lr_head"] * 0.1 * 0.5 ** 3)
     assert grafted.model("finetuned").read_bytes() == other.model("finetuned").read_bytes()
     def without_speed(rows):
         return [{k: v for k, v in r.items() if k != "images_per_sec"} for r in rows]
 
     assert without_speed(history(grafted)) == without_speed(history(other))
-    assert not list(grafted.checkpoints("finetune").glob("*.pt"))
+    assert not list(grafted.checkpoints("finetune").rglob("*.pt"))
 
 
 def test_checkpoint_of_other_params_is_not_resumed(grafted, tiny_params, monkeypatch, capsys):
@@ -193,13 +196,13 @@ def test_checkpoint_of_other_params_is_not_resumed(grafted, tiny_params, monkeyp
     monkeypatch.setattr(tracking, "log_epoch", stop)
     with pytest.raises(Interrupt):
         finetune.run(tiny_params, grafted)
-    assert list(grafted.checkpoints("finetune").glob("*.pt"))
+    assert list(grafted.checkpoints("finetune").rglob("*.pt"))
     monkeypatch.setattr(tracking, "log_epoch", lambda row: None)
     capsys.readouterr()
     finetune.run(with_finetune(tiny_params, lr=0.002), grafted)
     out = capsys.readouterr().out
     assert "starting over" in out and "resuming" not in out
-    assert not list(grafted.checkpoints("finetune").glob("*.pt"))
+    assert not list(grafted.checkpoints("finetune").rglob("*.pt"))
 
 
 def test_checkpoint_loads_without_the_unpickler(grafted, tiny_params, monkeypatch):
@@ -207,7 +210,7 @@ def test_checkpoint_loads_without_the_unpickler(grafted, tiny_params, monkeypatc
     monkeypatch.setattr(tracking, "log_epoch", lambda row: (_ for _ in ()).throw(Interrupt()))
     with pytest.raises(Interrupt):
         finetune.run(tiny_params, grafted)
-    (saved,) = grafted.checkpoints("finetune").glob("*.pt")
+    (saved,) = grafted.checkpoints("finetune").rglob("*.pt")
     torch.load(io.BytesIO(saved.read_bytes()), weights_only=True)
 
 
@@ -223,7 +226,7 @@ def test_every_strategy_runs_through_the_real_pipeline(workspace, prefect_server
     assert graft(["-C", str(ws), "run"]) == 0
     default = read_json(ws / "metrics/finetune.json")["strategy"]
     client = MlflowClient(tracking_uri(ws))
-    for strategy in [s for s in ("full", "linear_probe", "gradual_unfreeze") if s != default]:
+    for strategy in [s for s in ("full", "linear_probe", "gradual_unfreeze", "lp_ft") if s != default]:
         assert graft(["-C", str(ws), "run", "-S", f"finetune.strategy={strategy}"]) == 0
         statuses = read_json(ws / ".graft/last_run.json")
         assert [k for k, v in statuses.items() if v["status"] == "ran"] == ["finetune", "evaluate", "register"]
@@ -233,6 +236,65 @@ def test_every_strategy_runs_through_the_real_pipeline(workspace, prefect_server
                                     max_results=1)
         assert run.data.params["finetune.strategy"] == strategy
         phases = [m.value for m in client.get_metric_history(run.info.run_id, "phase")]
-        assert phases == {"full": [1.0, 1.0], "linear_probe": [0.0, 0.0], "gradual_unfreeze": [0.0, 1.0]}[strategy]
+        assert phases == {"full": [1.0, 1.0], "linear_probe": [0.0, 0.0], "gradual_unfreeze": [0.0, 1.0],
+                          "lp_ft": [0.0, 0.0, 1.0, 1.0]}[strategy]
         for metric in ("lr_head", "lr_layer0", "trainable_params"):
             assert client.get_metric_history(run.info.run_id, metric), metric
+
+
+def test_auto_keeps_the_best_candidate_and_says_why(grafted, tiny_params, tmp_path):
+    params = with_finetune(tiny_params, strategy="auto", epochs=3)
+    metrics = finetune.run(params, grafted)
+    written = read_json(grafted.metric("finetune"))
+    assert written["strategy"] == "auto" and set(written["candidates"]) == {"linear_probe", "lp_ft", "full"}
+    scores = {name: (c["val_acc"], -c["val_loss"]) for name, c in written["candidates"].items()}
+    best = max(scores.values())
+    assert written["chosen"] == next(n for n in ("linear_probe", "lp_ft", "full") if scores[n] == best)
+    assert written["chosen"] in written["reason"] and metrics["chosen"] == written["chosen"]
+    assert written["candidates"]["lp_ft"]["epochs"] == 6 and written["candidates"]["full"]["epochs"] == 3
+    assert (written["train_labels"], written["val_labels"]) == (12, 12)
+    assert len(history(grafted)) == written["candidates"][written["chosen"]]["epochs"]
+    assert not list(grafted.checkpoints("finetune").rglob("*.pt"))
+
+    # The kept model is exactly what naming the chosen strategy gives.
+    alone = Paths.at(tmp_path / "alone")
+    shutil.copytree(grafted.root, alone.root)
+    finetune.run(with_finetune(params, strategy=written["chosen"]), alone)
+    auto_model, meta = load_classifier(grafted.model("finetuned"))
+    alone_model, _ = load_classifier(alone.model("finetuned"))
+    assert meta["strategy"] == written["chosen"] and meta["selected_by"] == "auto"
+    for key, value in auto_model.state_dict().items():
+        assert torch.equal(value, alone_model.state_dict()[key]), key
+
+
+def test_auto_logs_each_candidate_in_a_nested_run(grafted, tiny_params):
+    from mlflow.tracking import MlflowClient
+
+    params = with_finetune(tiny_params, strategy="auto", epochs=2, candidates=["linear_probe", "full"])
+    with tracking.stage_run(grafted.root, "graft", "finetune", None, {"finetune.strategy": "auto"},
+                            {"graft.pipeline_run_id": "p1"}) as stage_run_id:
+        finetune.run(params, grafted)
+    client = MlflowClient(tracking.tracking_uri(grafted.root))
+    children = client.search_runs([client.get_run(stage_run_id).info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{stage_run_id}'", order_by=["attributes.start_time ASC"])
+    assert [r.info.run_name for r in children] == ["finetune: linear_probe", "finetune: full"]
+    written = read_json(grafted.metric("finetune"))
+    for run in children:
+        name = run.data.tags["graft.candidate_strategy"]
+        assert run.info.status == "FINISHED" and run.data.tags["graft.kind"] == "candidate"
+        assert run.data.tags["graft.pipeline_run_id"] == "p1"  # lineage tags carry over from the stage run
+        history_ = client.get_metric_history(run.info.run_id, "val_acc")
+        assert [m.step for m in history_] == [1, 2]
+        assert history_[-1].value == pytest.approx(written["candidates"][name]["val_acc"], abs=1e-6)
+        assert float(run.data.params["backbone_lr"]) == written["candidates"][name]["backbone_lr"]
+    # The stage run shows the kept candidate's curve, as it would for a named strategy.
+    kept = [m.value for m in client.get_metric_history(stage_run_id, "val_acc")]
+    assert kept == pytest.approx([r["val_acc"] for r in history(grafted)], abs=1e-6) and len(kept) == 2
+
+
+def test_switching_strategy_never_keeps_another_strategys_rate(grafted, tiny_params):
+    """With rates left at auto, each strategy trains at its own defaults (the logged rates say so)."""
+    for strategy, head, backbone in (("linear_probe", 0.01, 0.0), ("full", 0.01, 0.001)):
+        finetune.run(with_finetune(tiny_params, strategy=strategy, schedule="constant"), grafted)
+        row = history(grafted)[0]
+        assert (row["lr_head"], row["lr_layer3"]) == pytest.approx((head, backbone)), strategy

@@ -6,17 +6,29 @@ from graft.data.dataset import ImageDataset
 from graft.data.store import load_dataset, save_dataset
 from graft.files import read_json
 from graft.paths import Paths
-from graft.stages import finetune, pretrain, register, replace_head
-from graft.stages.register import decide
-from graft.tracking import tracking_uri
+from graft.stages import baseline, evaluate, finetune, pretrain, register, replace_head
+from graft.stages.register import decide, pick_candidate
+from graft.tracking import load_version_model, tracking_uri
 
 
 @pytest.fixture
 def finetuned(stage_root, tiny_params):
     paths = Paths.at(stage_root)
-    for stage in (pretrain, replace_head, finetune):
+    for stage in (pretrain, replace_head, finetune, baseline, evaluate):
         stage.run(tiny_params, paths)
+    # These tests are about the gate: the fine-tuned model is the candidate unless a test says otherwise.
+    _set_verdict(paths, "finetuned")
     return paths
+
+
+def _set_verdict(paths, better):
+    """The validation verdict as evaluate writes it (on tiny data either model may win it)."""
+    from graft.files import write_json
+
+    metrics = read_json(paths.metric("evaluate"))
+    verdict = "negative transfer: the from-scratch control beats ..." if better == "scratch" else "transfer pays: ..."
+    write_json(paths.metric("evaluate"), {**metrics, "better_on_val": better, "negative_transfer": better == "scratch",
+                                          "verdict": verdict})
 
 
 def test_first_model_becomes_champion_then_an_equal_one_stays_challenger(finetuned, tiny_params):
@@ -120,3 +132,46 @@ def test_champion_predicts_raw_images_in_a_fresh_process(finetuned, tiny_params)
                          env={"MLFLOW_DISABLE_TELEMETRY": "true", "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("(5, 3) 1.0"), out.stdout
+
+
+def test_the_candidate_follows_the_validation_verdict():
+    assert pick_candidate({"better_on_val": "finetuned"}, allow_scratch=True) == ("finetuned", None)
+    assert pick_candidate({"better_on_val": "scratch"}, allow_scratch=True) == ("scratch", None)
+    candidate, hold_back = pick_candidate({"better_on_val": "scratch"}, allow_scratch=False)
+    assert candidate == "finetuned" and "negative transfer" in hold_back and "allow_scratch" in hold_back
+    with pytest.raises(FileNotFoundError, match="--force evaluate"):
+        pick_candidate({"test_acc": 0.5}, allow_scratch=True)
+
+
+def test_negative_transfer_registers_the_scratch_model(finetuned, tiny_params):
+    _set_verdict(finetuned, "scratch")
+    register.run(tiny_params, finetuned)
+    decision = read_json(finetuned.metric("register"))
+    assert decision["candidate"] == "scratch" and decision["promote"] is True and decision["version"] == "1"
+    client = MlflowClient(tracking_uri(finetuned.root))
+    tags = client.get_model_version(tiny_params.tracking.model_name, "1").tags
+    assert tags["graft.candidate"] == "scratch" and tags["graft.strategy"] == "from_scratch"
+    assert tags["graft.transfer"].startswith("negative transfer")
+    # The registered weights are the control's: it predicts what models/baseline.safetensors predicts.
+    from graft.models.io import load_classifier
+
+    test = load_dataset(finetuned.prepared("target") / "test")
+    model = load_version_model(finetuned.root, tiny_params.tracking.model_name, "1")
+    control, _ = load_classifier(finetuned.model("baseline"))
+    with torch.no_grad():
+        expected = control.eval()(test.images).argmax(1)
+    assert torch.equal(torch.as_tensor(model.predict(test.images.numpy())).argmax(1), expected)
+
+
+def test_with_allow_scratch_off_a_losing_fine_tuned_model_is_registered_but_never_promoted(finetuned, tiny_params):
+    _set_verdict(finetuned, "scratch")
+    params = tiny_params.model_copy(deep=True)
+    params.register.allow_scratch = False
+    register.run(params, finetuned)
+    decision = read_json(finetuned.metric("register"))
+    assert decision["candidate"] == "finetuned" and decision["promote"] is False
+    assert "negative transfer" in decision["reason"]
+    client = MlflowClient(tracking_uri(finetuned.root))
+    name = tiny_params.tracking.model_name
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == "1"
+    assert not client.get_model_version(name, "1").aliases or "champion" not in client.get_model_version(name, "1").aliases

@@ -27,15 +27,20 @@ def test_suggestions_land_in_the_descent():
     assert lr_find.minimum(lrs, losses) == pytest.approx(1e-2 / 10, rel=0.2)
 
 
-def test_range_test_on_the_grafted_model(grafted, tiny_params, capsys):
+def test_range_test_suggests_a_rate_for_the_head_and_one_for_the_backbone(grafted, tiny_params, capsys):
     before = grafted.model("grafted").read_bytes()
-    params = tiny_params.model_copy(deep=True)
-    params.finetune.strategy = "full"
-    summary = lr_find.run(params, grafted, num_it=40, end_lr=100.0)
-    assert 1e-7 <= summary["suggestion"] <= 100 and summary["diverged"] is True and summary["steps"] < 40
-    assert (grafted.state / "lr_find.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "suggested finetune.lr" in capsys.readouterr().out
-    assert grafted.model("grafted").read_bytes() == before  # nothing but the plot is written
+    summary = lr_find.run(tiny_params, grafted, num_it=40, end_lr=100.0)
+    assert set(summary) == {"lr", "backbone_lr"}
+    for found in summary.values():
+        assert 1e-7 <= found["suggestion"] <= 100 and found["steps"] <= 40
+    # Every layer at rates up to 100 blows the loss up; the run stops there rather than go on.
+    assert summary["backbone_lr"]["diverged"] is True and summary["backbone_lr"]["steps"] < 40
+    for plot in (grafted.state / "lr_find.png", grafted.state / "lr_find_backbone.png"):
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = capsys.readouterr().out
+    assert "training the head alone" in out and "training every layer" in out
+    assert "suggested finetune.lr" in out and "suggested finetune.backbone_lr" in out
+    assert grafted.model("grafted").read_bytes() == before  # nothing but the plots is written
 
 
 def test_cli(grafted):

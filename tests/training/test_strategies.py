@@ -11,6 +11,8 @@ from graft.training.strategies import (
     parameter_groups,
     phase_of,
     plan_phases,
+    resolve_rates,
+    set_rates,
 )
 
 
@@ -40,7 +42,10 @@ def test_layer_groups_run_from_head_to_stem_with_falling_rates(name):
     names = [n for n, _ in layer_groups(m)]
     assert names[0] == "head" and names[-1] == "layer0"
     mults = {g["layer"]: g["lr_mult"] for g in groups}
-    assert [mults[n] for n in names] == [0.5 ** i for i in range(len(names))]
+    parts = {g["layer"]: g["part"] for g in groups}
+    # The head and the backbone's top group each train at their own part's full rate; decay starts below.
+    assert [mults[n] for n in names] == [1.0] + [0.5 ** i for i in range(len(names) - 1)]
+    assert [parts[n] for n in names] == ["head"] + ["backbone"] * (len(names) - 1)
     grouped = [id(p) for g in groups for p in g["params"]]
     assert sorted(grouped) == sorted(id(p) for p in m.parameters()) and len(set(grouped)) == len(grouped)
 
@@ -66,3 +71,22 @@ def test_frozen_parameters_stay_in_the_optimizer_but_do_not_move():
 def test_sgd_without_momentum_is_plain_sgd():
     opt = make_optimizer(model(), "sgd", 0.0, 0.0)
     assert opt.param_groups[0]["nesterov"] is False
+
+
+def test_auto_rates_follow_the_strategy_and_explicit_rates_win():
+    # The head's default is the same for every strategy; the backbone's depends on it, and a frozen
+    # backbone reports the head's rate rather than an unused number.
+    assert resolve_rates("linear_probe", "auto", "auto") == (0.01, 0.01)
+    assert resolve_rates("full", "auto", "auto") == (0.01, 0.001)
+    assert resolve_rates("lp_ft", "auto", "auto") == (0.01, 0.001)
+    assert resolve_rates("full", 0.02, "auto") == (0.02, 0.001)
+    assert resolve_rates("full", "auto", 0.0003) == (0.01, 0.0003)
+
+
+def test_set_rates_gives_head_and_backbone_their_own_peaks():
+    m = model()
+    opt = make_optimizer(m, "adamw", 0.01, 0.9, layer_decay=0.5)
+    set_rates(opt, head_lr=0.01, backbone_lr=0.002, factor=0.5)
+    rates = {g["layer"]: g["lr"] for g in opt.param_groups}
+    assert rates["head"] == pytest.approx(0.005)
+    assert [rates[f"layer{i}"] for i in (3, 2, 1, 0)] == pytest.approx([0.001, 0.0005, 0.00025, 0.000125])

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Union
 
 import yaml
 from graft.errors import GraftError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(GraftError, ValueError):
@@ -269,9 +269,22 @@ class ReplaceHeadParams(Section):
 STRATEGIES = ("auto", "linear_probe", "lp_ft", "full", "gradual_unfreeze")
 CANDIDATE_STRATEGIES = ("linear_probe", "lp_ft", "full", "gradual_unfreeze")
 
-# A rate of `auto` takes the strategy's own default (graft.training.strategies.DEFAULT_RATES), so that
-# switching strategy never keeps a rate that was chosen for another one.
-Rate = Union[Annotated[float, Field(gt=0.0, le=10.0)], Literal["auto"]]
+def _rate(value: Any) -> float | str:
+    """A peak learning rate, or `auto`: the strategy's own default (graft.training.strategies.DEFAULT_RATES),
+    so that switching strategy never keeps a rate that was chosen for another one. One message for both
+    forms (pydantic's union errors would print two)."""
+    if value == "auto":
+        return value
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("expected a learning rate (a number greater than 0) or auto (the strategy's default)") from None
+    if isinstance(value, bool) or not 0.0 < rate <= 10.0:
+        raise ValueError("a learning rate must be greater than 0 and at most 10, or auto (the strategy's default)")
+    return rate
+
+
+Rate = Annotated[Union[float, str], BeforeValidator(_rate)]
 
 
 class FinetuneParams(OptimParams):

@@ -16,7 +16,7 @@ def errors_for(raw: dict) -> str:
 
 def test_shipped_params_parse():
     params = load_params(REPO / "params.yaml")
-    assert params.finetune.strategy in ("full", "linear_probe", "gradual_unfreeze")
+    assert params.finetune.strategy in ("auto", "full", "linear_probe", "lp_ft", "gradual_unfreeze")
     assert params.ingest.source.kind == "synthetic"
 
 

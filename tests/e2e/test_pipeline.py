@@ -44,7 +44,9 @@ def test_graft_run_records_everything_and_dvc_agrees(workspace, prefect_server):
 
     proc = subprocess.run([sys.executable, "-c", probe, str(ws)], capture_output=True, text=True, check=True)
     assert "up to date" in proc.stdout and "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
-    for line in ("transfer gain", "target accuracy, fine-tuned", "registered model", "graft-classifier v1"):
+    for line in ("transfer gain", "target accuracy, fine-tuned", "registered model", "graft-classifier v1",
+                 "fine-tuning recipe", "(auto, best validation accuracy of 3:", "labels used",
+                 "24 (12 to train, 12 to validate", "verdict (validation)"):
         assert line in proc.stdout, line
 
     # MLflow: one parent run with a nested run per stage, per-epoch losses, a champion.
@@ -54,23 +56,29 @@ def test_graft_run_records_everything_and_dvc_agrees(workspace, prefect_server):
     assert len(parents) == 1
     parent = parents[0]
     assert parent.data.tags["graft.git_commit"] != "unknown" and parent.data.tags["graft.data_hash"]
-    lr = tiny_params_dict()["finetune"]["lr"]
-    assert float(parent.data.params["finetune.lr"]) == lr
+    assert parent.data.params["finetune.lr"] == tiny_params_dict()["finetune"]["lr"] == "auto"
     evaluation = read_json(ws / "metrics/evaluate.json")
     assert parent.data.metrics["transfer_gain"] == pytest.approx(evaluation["transfer_gain"], abs=1e-4)
+    assert parent.data.tags["graft.transfer"] == evaluation["verdict"]
+    chosen = read_json(ws / "metrics/finetune.json")["chosen"]
+    assert parent.data.tags["graft.finetune_chosen"] == chosen
     children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert sorted(r.data.tags["graft.stage"] for r in children) == sorted(STAGES)
     finetune_run = next(r for r in children if r.data.tags["graft.stage"] == "finetune")
     losses = client.get_metric_history(finetune_run.info.run_id, "train_loss")
-    assert [m.step for m in losses] == [1, 2]
-    assert float(finetune_run.data.params["finetune.lr"]) == lr
+    assert [m.step for m in losses] == ([1, 2, 3, 4] if chosen == "lp_ft" else [1, 2])  # the kept candidate's
+    assert finetune_run.data.params["finetune.lr"] == "auto"
+    candidates = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{finetune_run.info.run_id}'")
+    assert sorted(r.data.tags["graft.candidate_strategy"] for r in candidates) == ["full", "linear_probe", "lp_ft"]
+    registered = read_json(ws / "metrics/register.json")["candidate"]
+    assert registered == {"finetuned": "finetuned", "scratch": "scratch"}[evaluation["better_on_val"]]
     champion = client.get_model_version_by_alias("graft-classifier", "champion")
     assert str(champion.version) == "1"
 
     # An override reruns only what depends on it; baseline and pretrain are untouched.
-    assert graft(["-C", str(ws), "run", "-S", f"finetune.lr={lr / 2}"]) == 0
+    assert graft(["-C", str(ws), "run", "-S", "finetune.lr=0.005"]) == 0
     assert ran(ws) == ["finetune", "evaluate", "register"]
-    assert yaml.safe_load((ws / "params.yaml").read_text())["finetune"]["lr"] == lr / 2
+    assert yaml.safe_load((ws / "params.yaml").read_text())["finetune"]["lr"] == 0.005
     assert_dvc_clean(ws)
     repro = dvc(ws, "repro").stdout
     assert "didn't change" in repro or "up to date" in repro, repro

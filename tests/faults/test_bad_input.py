@@ -145,7 +145,7 @@ def test_failed_write_keeps_the_previous_model(stage_root, tiny_params, monkeypa
 
     monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
     params = tiny_params.model_copy(deep=True)
-    params.finetune.lr = tiny_params.finetune.lr / 2
+    params.finetune.lr = 0.005  # other params than the run that wrote the files
     with pytest.raises(OSError, match="No space left"):
         finetune.run(params, paths)
     assert (weights.read_bytes(), sidecar.read_bytes()) == before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 from graft.config import Params
 from graft.data.dataset import DataError
@@ -33,7 +34,7 @@ def run(params: Params, paths: Paths) -> dict:
     summary = {}
     for domain, (ds, skipped) in loaded.items():
         spec = getattr(params.ingest, domain)
-        extra = {"origin": spec.model_dump(mode="json"), "skipped": skipped}
+        extra = {"origin": spec.model_dump(mode="json"), "skipped": [repo_relative(s, paths.root) for s in skipped]}
         if domain in fingerprints:
             extra["source_fingerprint"] = fingerprints[domain]
         meta = save_dataset(tmp / domain, ds, extra)
@@ -44,3 +45,24 @@ def run(params: Params, paths: Paths) -> dict:
     shutil.rmtree(paths.raw, ignore_errors=True)
     tmp.rename(paths.raw)
     return summary
+
+
+def repo_relative(skipped: dict, root: Path) -> dict:
+    """A skipped file's record with its path relative to the repository root (POSIX), when the file is inside it.
+
+    data/raw/ is tracked by DVC, so its files must not depend on where the clone lives; a file outside the
+    repository keeps its absolute path (DVC cannot track it anyway, and no other name would find it)."""
+    path = Path(skipped["path"])
+    if not path.is_absolute():
+        return skipped
+    root = Path(root)
+    rel = None
+    for candidate, base in ((path, root), (path.resolve(), root.resolve())):
+        if candidate.is_relative_to(base):
+            rel = candidate.relative_to(base).as_posix()
+            break
+    if rel is None:
+        return skipped
+    # The decoder's reason may quote the path too (an exception's message).
+    reason = str(skipped.get("reason", "")).replace(str(path), rel)
+    return {**skipped, "path": rel, "reason": reason}

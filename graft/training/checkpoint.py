@@ -1,7 +1,8 @@
 """Resumable training state, one file per stage under .graft/checkpoints/<stage>/, named by a key.
 
 The key hashes what the run depends on: the params sections the stage reads, its input files and
-graft's training code. A run that finds a checkpoint with its own key resumes from it; any other
+the stage's code: its import closure inside graft/, the files dvc.yaml lists as its code deps
+(graft.code_deps). A run that finds a checkpoint with its own key resumes from it; any other
 checkpoint of the stage is stale and removed. Files are written atomically each epoch (temp file,
 fsync, rename) outside the DVC outputs (DVC deletes those before a stage runs), read back with
 torch.load(weights_only=True) (tensors and plain containers only: no code can ride along), and
@@ -12,11 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+from functools import lru_cache
 from pathlib import Path
 
 import torch
 
-import graft
+from graft.code_deps import REPO, stage_code
 from graft.config import Params, section_hash
 from graft.files import atomic_write_bytes, hash_paths
 from graft.report import say
@@ -29,13 +31,26 @@ SUFFIX = ".pt"
 LAUNCH_DEFAULTS = {"launcher": "local", "nproc_per_node": 1, "nnodes": 1}
 
 
+@lru_cache(maxsize=None)
+def stage_files(stage: str) -> tuple[str, ...]:
+    """The stage's import closure, repository-relative (parsed once per process)."""
+    return tuple(stage_code(stage, REPO))
+
+
+def code_hash(stage: str) -> str:
+    """sha256 over the repository-relative names and contents of the stage's import closure."""
+    h = hashlib.sha256()
+    for rel in stage_files(stage):
+        h.update(f"{rel}\0".encode())
+        h.update((REPO / rel).read_bytes())
+    return h.hexdigest()
+
+
 def stage_key(params: Params, sections: list[str], inputs: list[Path], stage: str) -> str:
-    """A hash of the params `sections` (but the launch settings), the contents of `inputs` and the code that trains."""
-    package = Path(graft.__file__).parent
-    code = [package / "training", package / "models", package / "stages" / f"{stage}.py"]
+    """A hash of the params `sections` (but the launch settings), the contents of `inputs` and the stage's code."""
     params = params.model_copy(update={"train": params.train.model_copy(update=LAUNCH_DEFAULTS)})
     h = hashlib.sha256()
-    for part in (stage, section_hash(params, sections), hash_paths(list(inputs)), hash_paths(code)):
+    for part in (stage, section_hash(params, sections), hash_paths(list(inputs)), code_hash(stage)):
         h.update(part.encode())
     return h.hexdigest()[:20]
 

@@ -1,0 +1,199 @@
+"""Each stage's code: the files of the graft package that its module imports, directly or not.
+
+`dvc.yaml` lists these files as a stage's code dependencies, and a training stage's checkpoint key
+hashes them, so a change to any code a stage runs makes it stale, and a change to code it never
+runs does not. The closure is found by parsing the sources (`ast`), never by importing them:
+every `import` and `from ... import` counts, at module level or inside a function, absolute or
+relative, as long as it resolves to a file of the `graft/` package. The `__init__.py` of every
+package on the way counts too, since Python runs it on import. Imports by computed name
+(`importlib.import_module(name)`) cannot be seen and are not followed.
+
+    python -m graft.code_deps --check   # exit 1, with a diff, when dvc.yaml's code deps differ
+    python -m graft.code_deps --write   # rewrite them; the rest of dvc.yaml is left as it is
+
+Plain Python on purpose (no Prefect, MLflow or torch): tests and `graft` itself use it cheaply.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import io
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+PACKAGE = "graft"
+# The repository this module belongs to (graft/ sits at its root).
+REPO = Path(__file__).resolve().parents[1]
+REGENERATE = ".venv/bin/python -m graft.code_deps --write"
+
+
+def _module_file(root: Path, parts: list[str]) -> Path | None:
+    """The file Python runs for the module `parts` under root: a package's __init__.py first, then <name>.py."""
+    base = root.joinpath(*parts)
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    return None
+
+
+def _files_for(root: Path, dotted: str) -> list[Path]:
+    """The project files importing `dotted` runs: each package's __init__.py on the way, then the module.
+
+    Nothing for modules outside the package; a trailing name that is no module (an attribute, as in
+    `from graft.files import write_json`) adds nothing."""
+    parts = dotted.split(".")
+    if parts[0] != PACKAGE:
+        return []
+    files = []
+    for i in range(1, len(parts) + 1):
+        found = _module_file(root, parts[:i])
+        if found is not None:
+            files.append(found)
+            if found.name != "__init__.py":  # a plain module has no submodules
+                break
+        elif not root.joinpath(*parts[:i]).is_dir():  # a folder without __init__.py is a namespace package
+            break
+    return files
+
+
+def _module_name(root: Path, file: Path) -> tuple[str, str]:
+    """(the module's dotted name, the package relative imports start from)."""
+    parts = list(file.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+        return ".".join(parts), ".".join(parts)
+    return ".".join(parts), ".".join(parts[:-1])
+
+
+def imported_names(source: str, package: str, filename: str = "<source>") -> list[str]:
+    """Every module name the source imports (anywhere in it), absolute, with `from X import y` as X and X.y."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(source, filename=filename)):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = package.split(".") if package else []
+                if node.level - 1 >= len(anchor):
+                    continue  # beyond the top-level package: Python refuses it too
+                anchor = anchor[:len(anchor) - (node.level - 1)]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            if not base:
+                continue
+            names.append(base)
+            names.extend(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+    return names
+
+
+def closure(modules: Iterable[str], root: Path = REPO) -> list[str]:
+    """The repository-relative paths (sorted, POSIX) of the project files that importing `modules` runs."""
+    root = Path(root)
+    seen: set[Path] = set()
+    todo: list[Path] = []
+    for module in modules:
+        found = _files_for(root, module)
+        if not found or found[-1] != _module_file(root, module.split(".")):
+            raise FileNotFoundError(f"{module}: no such module under {root}")
+        todo.extend(found)
+    while todo:
+        file = todo.pop()
+        if file in seen:
+            continue
+        seen.add(file)
+        _, package = _module_name(root, file)
+        for name in imported_names(file.read_text(encoding="utf-8"), package, str(file)):
+            todo.extend(f for f in _files_for(root, name) if f not in seen)
+    return sorted(f.relative_to(root).as_posix() for f in seen)
+
+
+def stage_code(stage: str, root: Path = REPO) -> list[str]:
+    """The code of stage `stage`: the import closure of graft/stages/<stage>.py."""
+    return closure([f"{PACKAGE}.stages.{stage}"], root)
+
+
+def is_code_dep(dep: object) -> bool:
+    """A dvc.yaml dependency on graft's code (as opposed to data, models, ...)."""
+    return isinstance(dep, str) and (dep.rstrip("/") == PACKAGE or dep.startswith(f"{PACKAGE}/"))
+
+
+def _yaml():
+    from ruamel.yaml import YAML
+
+    rt = YAML()
+    rt.preserve_quotes = True
+    rt.indent(mapping=2, sequence=4, offset=2)  # dvc.yaml's own layout, so a rewrite changes only the deps
+    rt.width = 4096
+    return rt
+
+
+def regenerated(root: Path = REPO) -> tuple[str, str]:
+    """(dvc.yaml as it is, dvc.yaml with each stage's code deps replaced by its import closure).
+
+    In each stage, the code deps come first, then the other deps in their order; nothing else changes."""
+    path = Path(root) / "dvc.yaml"
+    text = path.read_text()
+    rt = _yaml()
+    doc = rt.load(text)
+    for name, stage in doc["stages"].items():
+        deps = stage.get("deps")
+        if deps is None:
+            continue
+        wanted = stage_code(name, root) + [d for d in deps if not is_code_dep(d)]
+        if list(deps) != wanted:
+            del deps[:]
+            deps.extend(wanted)
+    out = io.StringIO()
+    rt.dump(doc, out)
+    return text, out.getvalue()
+
+
+def mismatches(root: Path = REPO) -> dict[str, tuple[list[str], list[str]]]:
+    """Stage -> (code deps dvc.yaml lists but the stage does not import, files it imports that dvc.yaml misses)."""
+    import yaml
+
+    spec = yaml.safe_load((Path(root) / "dvc.yaml").read_text())
+    out = {}
+    for name, stage in spec["stages"].items():
+        listed = [d for d in stage.get("deps") or [] if is_code_dep(d)]
+        wanted = stage_code(name, root)
+        if listed != wanted:
+            out[name] = (sorted(set(listed) - set(wanted)), sorted(set(wanted) - set(listed)))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m graft.code_deps",
+                                     description="dvc.yaml's code deps: each stage's import closure inside graft/.")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--check", action="store_true", help="exit 1, showing a diff, when dvc.yaml differs (default)")
+    action.add_argument("--write", action="store_true", help="rewrite the code deps in dvc.yaml")
+    parser.add_argument("--root", type=Path, default=REPO, help=f"the repository (default {REPO})")
+    args = parser.parse_args(argv)
+
+    path = args.root / "dvc.yaml"
+    current, wanted = regenerated(args.root)
+    if current == wanted:
+        print(f"{path}: every stage's code deps are its import closure")
+        return 0
+    if args.write:
+        from graft.files import atomic_write_bytes
+
+        atomic_write_bytes(path, wanted.encode())
+        print(f"{path}: code deps rewritten")
+        return 0
+    sys.stdout.writelines(difflib.unified_diff(current.splitlines(keepends=True), wanted.splitlines(keepends=True),
+                                               f"{path} (as it is)", f"{path} (import closures)"))
+    print(f"{path}: code deps differ from the stages' import closures; run `{REGENERATE}` to rewrite them",
+          file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -35,6 +35,7 @@ def finetune_recipe(params: Params, strategy: str | None = None) -> Recipe:
     for lp_ft, the recipe of its first run (the probe)."""
     fp = params.finetune
     strategy = strategy or strategies(params)[0]
+    # The rates come from steps_for (the strategy's, or the ones params name); 1.0 is only a placeholder here.
     base = replace(recipe_from(fp, params, lr=1.0), freeze_epochs=fp.freeze_epochs,
                    unfrozen_lr_factor=fp.unfrozen_lr_factor, layer_decay=fp.layer_decay, train_bn=fp.train_bn)
     return steps_for(strategy, base, fp.lr, fp.backbone_lr)[0].recipe
@@ -87,6 +88,9 @@ def run(params: Params, paths: Paths) -> dict:
                        on_epoch=tracking.log_epoch, checkpoint_for=checkpoint_for, scope=scope if auto else None)
     chosen = selection.chosen
     if auto:
+        for c in selection.candidates:
+            say(f"finetune: {c.name:<16} validation accuracy {c.kept['val_acc']:.1%}, loss {c.kept['val_loss']:.3f} "
+                f"({len(c.history)} epochs, {c.seconds:.1f}s)")
         say(f"finetune: kept {chosen.name}: {selection.reason}")
         for row in chosen.history:  # the stage run shows the kept recipe's curves, as with a named strategy
             tracking.log_epoch(row)

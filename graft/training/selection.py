@@ -65,10 +65,11 @@ class Candidate:
         return self.kept["val_acc"], -self.kept["val_loss"]
 
     def summary(self) -> dict:
+        """What metrics/finetune.json keeps: deterministic numbers only (no timings), so reruns compare equal."""
         kept = self.kept
         return {"val_acc": kept["val_acc"], "val_loss": kept["val_loss"], "train_acc": kept["train_acc"],
                 "epochs": len(self.history), "kept_epoch": self.kept_epoch, "head_lr": self.head_lr,
-                "backbone_lr": self.backbone_lr, "seconds": round(self.seconds, 2)}
+                "backbone_lr": self.backbone_lr}
 
 
 @dataclass

@@ -70,7 +70,9 @@ def test_runs_metrics_and_the_registry_land_on_the_server(team_run, mlflow_on_po
     assert sorted(r.data.tags["graft.stage"] for r in stages(first)) == sorted(STAGES)
     assert sorted(r.data.tags["graft.stage"] for r in stages(second)) == RERUN
     finetune = next(r for r in stages(second) if r.data.tags["graft.stage"] == "finetune")
-    assert [m.step for m in client.get_metric_history(finetune.info.run_id, "train_loss")] == [1, 2]
+    kept_epochs = read_json(ws / "metrics/finetune.json")["epochs"]  # auto's kept candidate: 2 epochs, or 4 for lp_ft
+    assert [m.step for m in client.get_metric_history(finetune.info.run_id, "train_loss")] == \
+        list(range(1, kept_epochs + 1))
 
     # Artifacts went through the server into its artifact root, not into the workspace.
     assert second.info.artifact_uri.startswith("mlflow-artifacts:/")
@@ -86,8 +88,9 @@ def test_runs_metrics_and_the_registry_land_on_the_server(team_run, mlflow_on_po
     assert str(read_json(ws / "metrics/register.json")["version"]) == "2"
 
     # And it is PostgreSQL that holds them.
+    candidates = 2 * len(read_json(ws / "metrics/finetune.json")["candidates"])  # auto's, under each finetune run
     assert sql(server.backend, "SELECT count(*) FROM runs WHERE experiment_id = %s", int(exp.experiment_id)) == [
-        (2 + len(STAGES) + len(RERUN),)]
+        (2 + len(STAGES) + len(RERUN) + candidates,)]
     assert sql(server.backend, "SELECT alias, version FROM registered_model_aliases ORDER BY alias") == [
         ("challenger", 2), ("champion", int(expected_champion))]
 

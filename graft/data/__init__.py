@@ -1,0 +1,1 @@
+"""Data sources (synthetic, image folders, IDX, scikit-learn digits, torchvision) and prepared datasets."""

@@ -1,0 +1,1 @@
+"""Backbones, heads and the surgery that joins them (replace_head, freeze)."""

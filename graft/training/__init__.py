@@ -1,0 +1,1 @@
+"""The training loop, fine-tuning strategies and their selection, schedules, checkpoints."""

@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="graft", description="Transfer learning for image classifiers, with every artifact tracked.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-C", "--root", default=".", help="the graft repository to work in (default: current folder)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="on an error, show the traceback too (and Prefect's own reports of a failed stage)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the pipeline: every stale stage, in order, through Prefect",
@@ -57,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a parameter, e.g. -S finetune.lr=0.001 (written into params.yaml); repeatable")
     run.add_argument("--dry-run", action="store_true", help="list the stages that would run, and why; run nothing")
     run.add_argument("--force", metavar="STAGE", help=f"rerun STAGE and everything downstream ({STAGE_HELP})")
+    run.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                     help="as graft -v: a failed stage's traceback, and Prefect's own reports of it")
 
     stage = sub.add_parser("stage", help="run one stage in this process (dvc repro calls this)",
                            description="Run one stage now, whatever its status, and log it to MLflow. "
@@ -184,8 +188,27 @@ def cmd_run(args, root: Path) -> int:
         return _run(args, root)
     from graft.workspace_lock import hold
 
-    with hold(root, _command_line()):
-        return _run(args, root)
+    with hold(root, _command_line()) as killed_holder:
+        return _run(args, root, killed_holder)
+
+
+def _end_orphaned_runs(root: Path, experiment: str | None = None) -> None:
+    """End the MLflow runs that a killed graft process left RUNNING, and say so."""
+    from graft import tracking
+    from graft.config import load_params
+    from graft.errors import GraftError
+
+    if experiment is None:
+        try:
+            experiment = load_params(root / "params.yaml").tracking.experiment
+        except GraftError:
+            return  # the command does not need params.yaml; its housekeeping waits for a valid one
+    ended = tracking.reap_orphaned_runs(root, experiment)
+    if ended:
+        pids = ", ".join(sorted({r["pid"] for r in ended}))
+        names = ", ".join(r["name"] for r in ended)
+        print(f"note: ended {len(ended)} MLflow run(s) left RUNNING by a graft process that is gone (pid {pids}): "
+              f"{names}; they are marked KILLED", file=sys.stderr)
 
 
 def _start_prefect_early():
@@ -201,7 +224,7 @@ def _start_prefect_early():
     return server.wait if server else contextlib.nullcontext
 
 
-def _run(args, root: Path) -> int:
+def _run(args, root: Path, killed_holder: dict | None = None) -> int:
     from graft.config import apply_overrides
     from graft.dag import downstream, load_dag, missing_params, stale_stages
     from graft.paths import Paths
@@ -221,6 +244,9 @@ def _run(args, root: Path) -> int:
 
     stale = {} if args.force else stale_stages(paths.root)
     if not args.force and not stale:
+        if killed_holder:  # only then can runs be left RUNNING; otherwise MLflow is not even imported
+            _quiet_environment()
+            _end_orphaned_runs(paths.root, params.tracking.experiment)
         print("Pipeline is up to date: nothing to run.\n")
         _warn_if_owed(paths.root)
         save_stage_statuses(paths, {name: {"status": "up to date", "seconds": None} for name in dag})
@@ -242,12 +268,14 @@ def _run(args, root: Path) -> int:
     from graft import tracking
 
     tracking.check_reachable(paths.root)
+    _end_orphaned_runs(paths.root, params.tracking.experiment)
+    from flows.logs import graft_errors_said_once
     from flows.pipeline import pipeline
 
     params_note = f" ({len(args.overrides)} override(s) applied)" if args.overrides else ""
     print(f"Running the pipeline{params_note}; stale: {', '.join(stale) or args.force}")
     try:
-        with prefect_api():
+        with prefect_api(), graft_errors_said_once(enabled=not args.verbose):
             statuses = pipeline(root=str(paths.root), force=args.force)
     except KeyboardInterrupt:
         print("\ninterrupted: stages that finished are recorded in dvc.lock; `graft run` continues from there",
@@ -288,6 +316,7 @@ def _stage(name: str, root: Path) -> int:
     paths = Paths.at(root)
     params = load_params(paths.params)
     tracking.check_reachable(paths.root)
+    _end_orphaned_runs(paths.root, params.tracking.experiment)
     pipeline_id = pipeline_run_id()
     # Stages run by `dvc repro` are grouped under one parent run per dvc process.
     parent = tracking.find_pipeline_run(paths.root, params.tracking.experiment, pipeline_id)
@@ -322,6 +351,7 @@ def cmd_status(args, root: Path) -> int:
     _quiet_environment()
     from graft import tracking
 
+    _end_orphaned_runs(paths.root, params.tracking.experiment)
     champion = tracking.champion_version(paths.root, params.tracking.model_name)
     if champion:
         acc = champion["tags"].get("graft.gate.challenger_acc")
@@ -477,10 +507,12 @@ def cmd_log(args, root: Path) -> int:
 
     if not pending.count(root):
         print("no tracking entries are owed")
+        _end_orphaned_runs(root)
         return 0
     tracking.check_reachable(root)
     sent, runs = tracking.send_pending(root)
     print(f"sent {sent} owed tracking entries for {runs} run(s) to {tracking.tracking_uri(root)}")
+    _end_orphaned_runs(root)  # after the owed entries: a run whose end was owed is not orphaned
     return 0
 
 
@@ -595,6 +627,18 @@ COMMANDS = {"run": cmd_run, "stage": cmd_stage, "status": cmd_status, "ui": cmd_
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, where a closed pipe can still be caught
+        return code
+    except BrokenPipeError:
+        # The reader went away (`graft run --dry-run | head -1`): stop quietly, as other tools in a pipe do.
+        # stdout is pointed at /dev/null so that the interpreter's own flush at exit raises nothing either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a process a closed pipe ended
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -608,6 +652,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args, root)
     except (GraftError, FileNotFoundError) as e:
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
         return _fail(str(e), code=1)
 
 

@@ -445,15 +445,32 @@ def validate_params(raw: Any, origin: str = "params.yaml") -> Params:
         raise ConfigError("invalid parameters:\n  " + "\n  ".join(lines)) from None
 
 
+def read_params_file(path: Path) -> dict:
+    """params.yaml as plain data; ConfigError in one line when it is not YAML or holds nothing."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = " ".join(str(getattr(e, "problem", None) or e).split())
+        context, start = getattr(e, "context", None), getattr(e, "context_mark", None)
+        if context and start is not None and start.line != getattr(mark, "line", None):
+            what += f" ({context} that starts at line {start.line + 1}, column {start.column + 1})"
+        raise ConfigError(f"{path.name} is not valid YAML{where}: {what}") from None
+    if raw is None:
+        raise ConfigError(f"{path.name} is empty; restore it with `git checkout {path.name}`, or write the "
+                          f"sections graft/config.py documents")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path.name}: expected a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
 def load_params(path: Path) -> Params:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: not found; run from the repository root or pass --params")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    return validate_params(raw, origin=str(path.name))
+    return validate_params(read_params_file(path), origin=str(path.name))
 
 
 # ---------------------------------------------------------------- overrides (-S key=value)
@@ -507,8 +524,7 @@ def apply_overrides(path: Path, overrides: list[str], write: bool = True) -> Par
     Comments and layout are kept (ruamel round-trip).
     """
     path = Path(path)
-    plain = yaml.safe_load(path.read_text()) if path.exists() else {}
-    plain = plain or {}
+    plain = read_params_file(path) if path.exists() else {}
     parsed = [parse_override(o) for o in overrides]
     for parts, value in parsed:
         _set(plain, parts, value)

@@ -4,12 +4,17 @@ Runs are created with an explicit client and run ids (no fluent global run stack
 code works in-process under Prefect and in a `graft stage` subprocess under `dvc repro`.
 Stage code calls the module-level `log_epoch` / `log_dict`, which write to the active stage run,
 or do nothing when no run is active (unit tests call stages directly).
+
+Every run carries the pid and host of the process that created it (`graft.pid`, `graft.host`), so that
+a run that process never ended (it was killed) can be found and ended as KILLED by the next graft
+command: `reap_orphaned_runs`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -116,7 +121,8 @@ def start_pipeline_run(root: Path, experiment: str, pipeline_id: str, params: di
     sweep run by an `mlflow.parentRunId` tag and named after the variant."""
     client = client_for(root)
     run = client.create_run(experiment_id(client, root, experiment), run_name=run_name or f"pipeline {pipeline_id[:8]}",
-                            tags={**tags, "graft.kind": "pipeline", "graft.pipeline_run_id": pipeline_id})
+                            tags={**tags, **_process_tags(), "graft.kind": "pipeline",
+                                  "graft.pipeline_run_id": pipeline_id})
     _log_params(client, run.info.run_id, flatten(params))
     return run.info.run_id
 
@@ -125,7 +131,7 @@ def start_sweep_run(root: Path, experiment: str, sweep_id: str, grid: dict[str, 
     """The parent run of a sweep: the grid as params; each variant's pipeline run is nested under it."""
     client = client_for(root)
     run = client.create_run(experiment_id(client, root, experiment), run_name=f"sweep {sweep_id}",
-                            tags={**tags, "graft.kind": "sweep", "graft.sweep_id": sweep_id})
+                            tags={**tags, **_process_tags(), "graft.kind": "sweep", "graft.sweep_id": sweep_id})
     _log_params(client, run.info.run_id, {f"sweep.{k}": json.dumps(v) for k, v in grid.items()})
     return run.info.run_id
 
@@ -144,12 +150,94 @@ def end_run(root: Path, run_id: str, failed: bool = False) -> None:
     client_for(root).set_terminated(run_id, status="FAILED" if failed else "FINISHED")
 
 
+# ---------------------------------------------------------------- runs left RUNNING by a killed process
+
+ENDED_BY_TAG = "graft.ended_by"
+
+
+def _process_tags() -> dict[str, str]:
+    return {"graft.pid": str(os.getpid()), "graft.host": socket.gethostname()}
+
+
+def _process_gone(pid: str | None) -> bool:
+    """Whether the process `pid` (of this host) no longer runs; False when unsure."""
+    try:
+        pid_number = int(pid or "")
+    except ValueError:
+        return False
+    if pid_number <= 0:
+        return False
+    try:
+        os.kill(pid_number, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # it runs, as another user
+    try:  # a zombie (killed, not yet waited for by its parent) does nothing any more either
+        return Path(f"/proc/{pid_number}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def reap_orphaned_runs(root: Path, experiment: str) -> list[dict]:
+    """End as KILLED every run of `experiment` left RUNNING by a graft process of this host that is gone
+    (SIGKILL, out of memory, a closed terminal), tagged `graft.ended_by`; returns those runs
+    ({"run_id", "name", "pid"}).
+
+    Only while no other graft process works in this workspace (it takes the workspace lock if it is free,
+    and skips otherwise). Runs whose end is owed in .graft/pending/ are left to `graft log --pending`;
+    runs of other hosts, and runs without a `graft.pid` tag, are left alone. It never fails the command:
+    with no store, an unreachable one or any error it ends nothing (an error is said in one line)."""
+    uri = tracking_uri(root)
+    try:
+        if not os.environ.get("MLFLOW_TRACKING_URI") and not (Path(root).resolve() / DEFAULT_DB).exists():
+            return []  # no store yet, so no runs (and do not create one here)
+        if uri.startswith(("http://", "https://")):
+            from graft.health import why_unreachable
+
+            if why_unreachable(uri, 2.0):
+                return []  # the command itself says so, where it needs the store
+        from graft import pending
+        from graft.workspace_lock import hold_if_free
+
+        client = client_for(root)
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            return []
+        host = socket.gethostname().replace("'", "")
+        running = client.search_runs([exp.experiment_id],
+                                     f"attributes.status = 'RUNNING' and tags.`graft.host` = '{host}'", max_results=1000)
+        owed = set(pending.owed(root))
+        orphans = [r for r in running if r.info.run_id not in owed and _process_gone(r.data.tags.get("graft.pid"))]
+        if not orphans:
+            return []
+        ended = []
+        with hold_if_free(root, "graft: ending MLflow runs left RUNNING by a killed graft process") as free:
+            if not free:
+                return []  # a live graft works here; the next command looks again
+            for run in orphans:
+                if client.get_run(run.info.run_id).info.status != "RUNNING":
+                    continue  # ended meanwhile
+                pid = run.data.tags["graft.pid"]
+                client.set_tag(run.info.run_id, ENDED_BY_TAG, f"graft: the process that ran it (pid {pid}) is gone")
+                client.set_terminated(run.info.run_id, status="KILLED")
+                ended.append({"run_id": run.info.run_id, "name": run.info.run_name, "pid": pid})
+        return ended
+    except Exception as e:  # noqa: BLE001 - housekeeping never fails the command it runs in
+        from graft.report import warn
+
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        warn(f"could not look for runs left RUNNING in {uri} ({type(e).__name__}: {first}); the next graft "
+             f"command tries again")
+        return []
+
+
 @contextmanager
 def stage_run(root: Path, experiment: str, stage: str, parent_run_id: str | None, params: dict,
               tags: dict[str, str]) -> Iterator[str]:
     """A nested run for one stage; the stage's `log_epoch` calls land in it while it is open."""
     client = client_for(root)
-    run_tags = {**tags, "graft.kind": "stage", "graft.stage": stage}
+    run_tags = {**tags, **_process_tags(), "graft.kind": "stage", "graft.stage": stage}
     if parent_run_id:
         run_tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(experiment_id(client, root, experiment), run_name=stage, tags=run_tags)
@@ -192,7 +280,7 @@ def nested_run(name: str, params: dict, tags: dict[str, str]) -> Iterator[str | 
         inherited = {k: v for k, v in parent_run.data.tags.items()
                      if k.startswith("graft.") and k not in ("graft.kind", "graft.stage")}
         run = _with_retries("creating a candidate run", client.create_run, parent_run.info.experiment_id,
-                            run_name=name, tags={**inherited, **tags, "graft.kind": "candidate",
+                            run_name=name, tags={**inherited, **tags, **_process_tags(), "graft.kind": "candidate",
                                                  "mlflow.parentRunId": parent})
         run_id = run.info.run_id
         _with_retries("logging a candidate's params", _log_params, client, run_id, flatten(params))

@@ -121,3 +121,19 @@ def test_each_stage_declares_its_own_section():
 def test_unknown_key_in_a_source_lists_that_kinds_fields():
     msg = errors_for({"ingest": {"target": {"kind": "imagefolder", "path": "x", "per_class": 3}}})
     assert "unknown key 'ingest.target.per_class'" in msg and "path" in msg
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("seed: 0\ndata:\n  image_size: [16\n", "params.yaml is not valid YAML at line 4, column 1: expected ',' or ']'"),
+    ("seed: 0\n  bad: indent\n", "params.yaml is not valid YAML at line 2, column 6: mapping values are not allowed"),
+    ("", "params.yaml is empty; restore it with `git checkout params.yaml`"),
+    ("# only a comment\n", "params.yaml is empty"),
+])
+def test_unreadable_params_file_is_one_clear_line(tmp_path, text, expected):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    for load in (load_params, lambda p: apply_overrides(p, ["finetune.lr=0.1"])):
+        with pytest.raises(ConfigError) as e:
+            load(path)
+        assert str(e.value).startswith(expected) and "\n" not in str(e.value), str(e.value)
+    assert path.read_text() == text

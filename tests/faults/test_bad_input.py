@@ -176,3 +176,19 @@ def test_decompression_bomb_is_refused(workspace):
     _use_imagefolder_target(workspace, "data/sources/bomb")
     proc = run_cli(workspace, "stage", "ingest", check=False)
     assert proc.returncode == 1 and "huge.png" in proc.stderr and "pixels" in proc.stderr, proc.stderr
+
+
+@pytest.mark.e2e
+def test_a_stage_error_in_graft_run_is_said_once(workspace):
+    """Not four times inside Prefect's tracebacks: once, as graft's own error line; -v adds the tracebacks."""
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["data"]["labels_per_class"] = 500  # more than the target data has: prepare refuses
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = run_cli(workspace, "run", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert out.count("data.labels_per_class (500)") == 1 and "Traceback" not in out, out
+    assert proc.stderr.splitlines()[-1].startswith("graft: error: target classes with too few images"), out
+
+    verbose = run_cli(workspace, "run", "-v", check=False)
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr and "DataError" in verbose.stderr

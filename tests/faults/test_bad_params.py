@@ -62,3 +62,17 @@ def test_a_single_class_is_refused(workspace):
     proc = run_cli(workspace, "stage", "ingest", check=False)
     assert proc.returncode == 1 and "at least two" in proc.stderr, proc.stderr
     assert not (workspace / "data/raw").exists()
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("seed: 0\ndata:\n  image_size: [16\n", "params.yaml is not valid YAML at line 4, column 1"),
+    ("", "params.yaml is empty; restore it with `git checkout params.yaml`"),
+], ids=["invalid-yaml", "empty"])
+def test_unreadable_params_file_is_one_line(workspace, text, expected):
+    (workspace / "params.yaml").write_text(text)
+    for args in (["run"], ["run", "-S", "finetune.lr=0.1"], ["status"]):
+        proc = run_cli(workspace, *args, check=False)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert proc.stderr.startswith(f"graft: error: {expected}") and proc.stderr.count("\n") == 1, proc.stderr
+    assert (workspace / "params.yaml").read_text() == text
+    assert not (workspace / "data/raw").exists()

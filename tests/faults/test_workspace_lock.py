@@ -48,7 +48,8 @@ def test_dry_run_is_not_refused(workspace, holder):
 def test_lock_of_a_killed_process_is_taken_over(workspace, holder):
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
-    with hold(workspace, "graft run"):
+    with hold(workspace, "graft run") as killed:  # named, so that its MLflow runs can be ended
+        assert killed["pid"] == holder.pid and killed["command"] == "graft run -S finetune.lr=0.1"
         with pytest.raises(WorkspaceBusy, match=f"PID {os.getpid()}"):
             with hold(workspace, "graft stage prepare"):
                 pass
@@ -58,5 +59,5 @@ def test_lock_is_released_after_an_error(workspace):
     with pytest.raises(RuntimeError):
         with hold(workspace, "graft run"):
             raise RuntimeError("stage failed")
-    with hold(workspace, "graft run"):  # would raise WorkspaceBusy if the failed holder had kept it
-        pass
+    with hold(workspace, "graft run") as killed:  # would raise WorkspaceBusy if the failed holder had kept it
+        assert killed is None  # it let go: nothing to clean up after it

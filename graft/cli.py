@@ -25,6 +25,7 @@ examples:
   graft lineage                     commit, data, params and runs behind the champion
   graft reproduce models:/graft-classifier/2   rerun a model's pipeline and check the metrics match
   graft predict photo.png           classify images with the champion
+  graft promote 3 --reason "classes changed"   make version 3 the champion by hand (bypasses the gate)
   graft data add new_images/        merge labelled images (class folders) into the image-folder source
   graft retrain                     retrain now if the data changed since the champion was trained
   graft serve --cron "0 3 * * *"    retrain on a schedule (needs a Prefect server: make server)
@@ -98,6 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (png, jpg, ...)")
     predict.add_argument("--model", default=None, metavar="MODEL_URI",
                          help="models:/<name>@<alias> or models:/<name>/<version> (default: the champion)")
+
+    promote = sub.add_parser(
+        "promote", help="move the champion alias to a model version by hand, with a reason",
+        description="Make VERSION of the registered model (tracking.model_name) the champion, bypassing the "
+                    "promotion gate: for when the gate cannot compare it with the current champion (e.g. the "
+                    "target's classes changed). The reason and the previous champion are recorded as tags on the "
+                    "version (graft.promoted_by_hand, graft.previous_champion).")
+    promote.add_argument("version", metavar="VERSION",
+                         help="the version number, e.g. 3 (graft status shows the champion)")
+    promote.add_argument("--reason", required=True, metavar="TEXT", help="why, recorded on the version (required)")
 
     lr_find = sub.add_parser("lr-find", help="learning-rate range tests on the grafted model; suggest finetune.lr "
                                              "(head) and finetune.backbone_lr",
@@ -225,15 +236,44 @@ def _start_prefect_early():
 
 
 def _run(args, root: Path, killed_holder: dict | None = None) -> int:
+    """Apply the -S overrides, then run. They stay in params.yaml only if the run succeeds: a run that fails
+    (a graft error, a stage's exception, a non-zero exit; not Ctrl-C) puts the file's previous bytes back,
+    so that a value that passes the schema but not the data (data.labels_per_class above what the data
+    holds) does not break every later run. Stages committed meanwhile with the override simply look stale
+    again to DVC."""
     from graft.config import apply_overrides
-    from graft.dag import downstream, load_dag, missing_params, stale_stages
     from graft.paths import Paths
-    from graft.summary import render, save_stage_statuses
 
     paths = Paths.at(root)
+    before = paths.params.read_bytes() if args.overrides and not args.dry_run and paths.params.exists() else None
     params = apply_overrides(paths.params, args.overrides, write=not args.dry_run)
     for o in args.overrides:
         print(f"params.yaml: {'would set' if args.dry_run else 'set'} {o}")
+    if before is None:
+        return _run_with(args, paths, params, killed_holder)
+    try:
+        code = _run_with(args, paths, params, killed_holder)
+    except Exception as e:  # a GraftError, or a stage's own (an out-of-memory batch size fails on every run too)
+        e.add_note(_restore_params(paths.params, before, args.overrides))  # said after the error itself
+        raise
+    if code not in (0, 130):  # 130: interrupted; rerunning continues with the override, as README says
+        print(_restore_params(paths.params, before, args.overrides), file=sys.stderr)
+    return code
+
+
+def _restore_params(path: Path, before: bytes, overrides: list[str]) -> str:
+    """Put params.yaml's previous bytes back; returns the line that says so."""
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_bytes(before)
+    tmp.replace(path)
+    return (f"params.yaml restored: the run with {' '.join('-S ' + o for o in overrides)} failed, so the "
+            f"override{'s are' if len(overrides) > 1 else ' is'} not kept")
+
+
+def _run_with(args, paths, params, killed_holder: dict | None) -> int:
+    from graft.dag import downstream, load_dag, missing_params, stale_stages
+    from graft.summary import render, save_stage_statuses
+
     dag = load_dag(paths.root)
     missing = missing_params(paths.root, dag)
     if missing:
@@ -551,6 +591,29 @@ def cmd_predict(args, root: Path) -> int:
     return 0
 
 
+def cmd_promote(args, root: Path) -> int:
+    version = args.version[1:] if args.version[:1] in ("v", "V") else args.version
+    if not version.isdigit():
+        return _fail(f"VERSION {args.version!r}: expected a version number, e.g. 3")
+    reason = " ".join(args.reason.split())
+    if not reason:
+        return _fail("--reason is empty: say why this version becomes champion without the gate "
+                     "(it is recorded on the version)")
+    _quiet_environment()
+    from graft import tracking
+    from graft.config import load_params
+
+    name = load_params(root / "params.yaml").tracking.model_name
+    version = str(int(version))
+    previous = tracking.promote_by_hand(root, name, version, reason)
+    if previous == version:
+        print(f"{name} v{version} is already the champion; nothing moved")
+    else:
+        was = f"v{previous}" if previous else "none"
+        print(f"{name}: champion moved from {was} to v{version} by hand ({reason})")
+    return 0
+
+
 def cmd_lr_find(args, root: Path) -> int:
     from graft.config import load_params
     from graft.paths import Paths
@@ -623,7 +686,8 @@ def cmd_sweep(args, root: Path) -> int:
 
 COMMANDS = {"run": cmd_run, "stage": cmd_stage, "status": cmd_status, "ui": cmd_ui, "lr-find": cmd_lr_find,
             "lineage": cmd_lineage, "reproduce": cmd_reproduce, "compare": cmd_compare, "predict": cmd_predict,
-            "log": cmd_log, "data": cmd_data, "retrain": cmd_retrain, "serve": cmd_serve, "sweep": cmd_sweep}
+            "promote": cmd_promote, "log": cmd_log, "data": cmd_data,
+            "retrain": cmd_retrain, "serve": cmd_serve, "sweep": cmd_sweep}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -656,7 +720,11 @@ def _main(argv: list[str] | None) -> int:
             import traceback
 
             traceback.print_exc()
-        return _fail(str(e), code=1)
+        code = _fail(str(e), code=1)
+        if not args.verbose:  # the traceback already ended with them
+            for note in getattr(e, "__notes__", ()):
+                print(note, file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

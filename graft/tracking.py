@@ -539,6 +539,42 @@ def version_aliases(root: Path, name: str, version: str) -> list[str]:
     return list(client_for(root).get_model_version(name, version).aliases)
 
 
+def model_versions(root: Path, name: str) -> list[dict]:
+    """Every version of registered model `name`, oldest first: version, tags and creation time (no aliases:
+    MLflow's search leaves them out). TrackingError if the store does not answer."""
+    client = client_for(root)
+    found = _with_retries(f"listing the versions of {name!r} in {tracking_uri(root)}",
+                          client.search_model_versions, f"name = '{name}'")
+    rows = [{"name": name, "version": str(mv.version), "tags": dict(mv.tags), "created_ms": mv.creation_timestamp}
+            for mv in found]
+    return sorted(rows, key=lambda r: int(r["version"]))
+
+
+def promote_by_hand(root: Path, name: str, version: str, reason: str) -> str | None:
+    """Move `champion` of `name` to `version`, bypassing the gate; the reason and the previous champion are
+    tags on the version (`graft.promoted_by_hand`, `graft.previous_champion`, `graft.promoted_at`).
+    Returns the previous champion's version (None if there was none; `version` itself if it already was
+    champion, and then nothing is written). TrackingError, naming the existing
+    versions, if there is no such version; the alias is moved only after the tags are written."""
+    check_reachable(root)
+    versions = [v["version"] for v in model_versions(root, name)]
+    if version not in versions:
+        existing = f"its versions are {', '.join(versions)}" if versions else "it has no versions registered"
+        raise TrackingError(f"{name} has no version {version} in {tracking_uri(root)}; {existing}")
+    previous = champion_version(root, name)
+    before = previous["version"] if previous else None
+    if before == version:
+        return before  # nothing moves; its tags stay those of the promotion that made it champion
+    client = client_for(root)
+    tags = {"graft.promoted_by_hand": reason, "graft.previous_champion": before or "none",
+            "graft.promoted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    for key, value in tags.items():
+        _with_retries(f"tagging {name} v{version}", client.set_model_version_tag, name, version, key, value)
+    _with_retries(f"moving the champion alias of {name}", client.set_registered_model_alias, name, "champion",
+                  version)
+    return before
+
+
 # ---------------------------------------------------------------- reading runs back
 
 def get_run(root: Path, run_id: str) -> dict:

@@ -76,3 +76,21 @@ def test_unreadable_params_file_is_one_line(workspace, text, expected):
         assert proc.stderr.startswith(f"graft: error: {expected}") and proc.stderr.count("\n") == 1, proc.stderr
     assert (workspace / "params.yaml").read_text() == text
     assert not (workspace / "data/raw").exists()
+
+
+@pytest.mark.e2e
+def test_an_override_that_fails_on_the_data_is_taken_back(workspace):
+    """Valid by the schema, too large for the data: prepare fails, and params.yaml gets its bytes back,
+    so the next plain `graft run` does not fail the same way."""
+    before = (workspace / "params.yaml").read_bytes()
+    proc = run_cli(workspace, "run", "-S", "data.labels_per_class=95", check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "params.yaml: set data.labels_per_class=95" in proc.stdout
+    assert "graft: error: " in proc.stderr and "data.labels_per_class (95)" in proc.stderr, proc.stderr
+    assert "params.yaml restored: the run with -S data.labels_per_class=95 failed" in proc.stderr, proc.stderr
+    assert proc.stderr.rstrip().splitlines()[-1].startswith("params.yaml restored"), proc.stderr  # after the error
+    assert "Traceback" not in proc.stderr
+    assert (workspace / "params.yaml").read_bytes() == before
+    # dvc.lock still matches the file: ingest, which ran, is recorded; prepare is next, with the old value.
+    dry = run_cli(workspace, "run", "--dry-run").stdout
+    assert "would run  prepare" in dry and "would run  ingest" not in dry, dry

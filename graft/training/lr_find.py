@@ -136,7 +136,7 @@ def valley(lrs: list[float], losses: list[float]) -> float:
     return lrs[min(start + int(third) + int(third / 2), n - 1)]
 
 
-def save_plot(result: LrFindResult, path: Path) -> None:
+def save_plot(result: LrFindResult, path: Path, title: str = "learning-rate range test") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,7 +151,7 @@ def save_plot(result: LrFindResult, path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("smoothed training loss")
-    ax.set_title("learning-rate range test")
+    ax.set_title(title)
     ax.legend()
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
@@ -189,7 +189,7 @@ def run(params: Params, paths: Paths, *, start_lr: float = 1e-7, end_lr: float =
         recipe = finetune_recipe(params, strategy)
         result = range_test(model, data["train"], recipe, seed=params.seed, device=device, start_lr=start_lr,
                             end_lr=end_lr, num_it=num_it)
-        save_plot(result, plot)
+        save_plot(result, plot, f"learning-rate range test: {trains} (for finetune.{key})")
         say(f"lr-find: {len(result.lrs)} steps from {start_lr:g} to {result.lrs[-1]:.3g} training {trains} "
             f"({recipe.optimizer}){', stopped as the loss diverged' if result.diverged else ''}")
         say(f"lr-find: suggested finetune.{key} {result.suggestion:.2e} (valley); steep {result.steep:.2e}, "

@@ -147,10 +147,13 @@ def run(dataset: str, seeds: list[int], budgets: list[int], variants: list[str],
                     print(f"  {dataset} seed {seed} budget {budget:>3} {name:<18} test {row['test']:.3f} "
                           f"val {row['val']:.3f} {seconds:5.1f}s {row['chosen'] or ''}", flush=True)
                 if "auto" in variants and "scratch" in controls:
+                    from graft.stages.evaluate import better_on_validation
+
                     auto, scratch = results[("auto", budget)][-1], results[("scratch", budget)][-1]
-                    better = auto if (auto["val"], -auto["val_loss"]) >= (scratch["val"], -scratch["val_loss"]) else scratch
+                    better = better_on_validation({"acc": auto["val"], "loss": auto["val_loss"]},
+                                                  {"acc": scratch["val"], "loss": scratch["val_loss"]})
                     results.setdefault(("shipped", budget), []).append(
-                        {**better, "chosen": "finetuned" if better is auto else "scratch"})
+                        {**(auto if better == "finetuned" else scratch), "chosen": better})
     return results
 
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 from graft.config import Params
 from graft.files import read_json_or_empty
 from graft.paths import Paths
-from graft.summary import labels_line, recipe_line
+from graft.summary import labels_line, recipe_line, registered_model
 
 
 def model_card(params: Params, paths: Paths, tags: dict[str, str]) -> str:
     source, target = (read_json_or_empty(paths.prepared(d) / "manifest.json") for d in ("source", "target"))
     pre, ft, ev, reg = (read_json_or_empty(paths.metric(n)) for n in ("pretrain", "finetune", "evaluate", "register"))
-    registered = {"scratch": "the from-scratch control", "finetuned": "the fine-tuned model"}.get(reg.get("candidate"), "n/a")
+    registered = registered_model(reg.get("candidate")) or "n/a"
 
     def pct(v):
         return f"{100 * v:.1f}%" if isinstance(v, (int, float)) else "n/a"

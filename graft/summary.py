@@ -36,6 +36,11 @@ def recipe_line(ft: dict) -> str:
     return f"{chosen} (auto, best validation accuracy of {len(candidates)}: {scores})"
 
 
+def registered_model(candidate: str | None) -> str | None:
+    """What register's `candidate` names, in words."""
+    return {"scratch": "the from-scratch control", "finetuned": "the fine-tuned model"}.get(candidate or "")
+
+
 def labels_line(ft: dict) -> str:
     """Validation images are labels too: the total a user had to provide, said plainly."""
     train, val = ft.get("train_labels"), ft.get("val_labels")
@@ -70,8 +75,9 @@ def render(paths: Paths, statuses: dict[str, dict] | None = None) -> str:
     ]
     if reg:
         aliases = ", ".join(reg.get("aliases", [])) or "no alias"
-        which = {"scratch": ", the from-scratch control", "finetuned": ", the fine-tuned model"}.get(reg.get("candidate"), "")
-        rows.append(("registered model", f"{reg.get('model_name')} v{reg.get('version')} ({aliases}){which}"))
+        which = registered_model(reg.get("candidate"))
+        rows.append(("registered model", f"{reg.get('model_name')} v{reg.get('version')} ({aliases})"
+                                         + (f", {which}" if which else "")))
         rows.append(("promotion", reg.get("reason", "-")))
     width = max(len(r[0]) for r in rows)
     lines += [f"{label:<{width}}  {value}" for label, value in rows]

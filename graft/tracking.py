@@ -232,6 +232,20 @@ def reap_orphaned_runs(root: Path, experiment: str) -> list[dict]:
         return []
 
 
+def _close(client, root: Path, run_id: str, failed: bool) -> int:
+    """End a run FINISHED or FAILED, with retries; if the store never answers, owe it to .graft/pending/.
+    Returns the number of entries owed (0 or 1)."""
+    status = "FAILED" if failed else "FINISHED"
+    try:
+        _with_retries("closing the MLflow run", client.set_terminated, run_id, status=status)
+        return 0
+    except TrackingError:
+        from graft import pending
+
+        pending.owe(root, run_id, {"kind": "terminate", "status": status})
+        return 1
+
+
 @contextmanager
 def stage_run(root: Path, experiment: str, stage: str, parent_run_id: str | None, params: dict,
               tags: dict[str, str]) -> Iterator[str]:
@@ -251,14 +265,7 @@ def stage_run(root: Path, experiment: str, stage: str, parent_run_id: str | None
     finally:
         owed_entries = _active["owed"]
         _active.update(client=None, run_id=None, root=None, owed=0)
-        status = "FAILED" if failed else "FINISHED"
-        try:
-            _with_retries("closing the MLflow run", client.set_terminated, run_id, status=status)
-        except TrackingError:
-            from graft import pending
-
-            pending.owe(root, run_id, {"kind": "terminate", "status": status})
-            owed_entries += 1
+        owed_entries += _close(client, root, run_id, failed)
         if owed_entries:
             from graft.report import warn
 
@@ -297,14 +304,7 @@ def nested_run(name: str, params: dict, tags: dict[str, str]) -> Iterator[str | 
         failed = False
     finally:
         _active["run_id"] = parent
-        status = "FAILED" if failed else "FINISHED"
-        try:
-            _with_retries("closing a candidate run", client.set_terminated, run_id, status=status)
-        except TrackingError:
-            from graft import pending
-
-            pending.owe(root, run_id, {"kind": "terminate", "status": status})
-            _active["owed"] += 1
+        _active["owed"] += _close(client, root, run_id, failed)
 
 
 @contextmanager

@@ -33,4 +33,4 @@ server: setup  ## a local Prefect server and UI on http://127.0.0.1:4200 (for gr
 
 clean:  ## remove pipeline outputs and the local tracking store (not the venv)
 	rm -rf data/raw data/prepared/source data/prepared/target models/*.safetensors models/*.json metrics/*.json \
-	       plots/*.csv mlflow.db mlartifacts .graft dvc.lock
+	       reports/*.json plots/*.csv mlflow.db mlartifacts .graft dvc.lock

@@ -1,10 +1,11 @@
-"""The pipeline flow: walk the stages in DAG order, ask DVC about each just before its turn,
-run the stale ones in-process as Prefect tasks, and record each in dvc.lock."""
+"""The pipeline flow: graft.walk walks the stages (DVC decides what is stale; a stale stage is restored
+from DVC's run cache or run, then recorded in dvc.lock); here each stage runs as a Prefect task, inside
+one MLflow pipeline run."""
 
 from __future__ import annotations
 
 import uuid
-from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 from prefect import flow, task
@@ -12,15 +13,14 @@ from prefect.cache_policies import NO_CACHE
 
 from graft import tracking
 from graft.config import Params, load_params
-from graft.dag import commit_stage, downstream, input_fingerprint, load_dag, restore_from_run_cache, stale_stages
-from graft.errors import GraftError
+from graft.dag import downstream, load_dag
 from graft.lineage import run_tags
 from graft.paths import Paths
-from graft.report import say, warn
+from graft.report import warn
 from graft.runner import record_pipeline
 from graft.stages import STAGES
 from graft.summary import save_stage_statuses
-from graft.sweep import VariantRun, stage_slot
+from graft.walk import Plan, walk
 from tasks.baseline import baseline
 from tasks.evaluate import evaluate
 from tasks.finetune import finetune
@@ -33,10 +33,6 @@ from tasks.replace_head import replace_head
 STAGE_TASKS = {"ingest": ingest, "prepare": prepare, "pretrain": pretrain, "replace_head": replace_head,
                "finetune": finetune, "baseline": baseline, "evaluate": evaluate, "register": register}
 assert tuple(STAGE_TASKS) == STAGES
-
-
-class InputsChangedError(GraftError, RuntimeError):
-    """A stage's inputs changed while it ran; its outputs were not recorded."""
 
 
 # Retries belong on I/O (the tracking store), never on the deterministic stages.
@@ -65,59 +61,48 @@ def prefect_ui_tag(flow_run_id: str | None) -> dict[str, str]:
     return {"graft.prefect_flow_run_url": f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}"}
 
 
+def restored_tag(statuses: dict[str, dict]) -> dict[str, str]:
+    """Which stages took their outputs from DVC's run cache: said on the pipeline run, since such a
+    stage has no stage run of its own under it (the run that made those outputs is an earlier one)."""
+    restored = [name for name, s in statuses.items() if s["status"] == "restored"]
+    return {"graft.restored_from_run_cache": ", ".join(restored)} if restored else {}
+
+
 @flow(name="graft-pipeline", log_prints=True)
-def pipeline(root: str = ".", force: str | None = None, variant: VariantRun | None = None) -> dict:
+def pipeline(root: str = ".", force: str | None = None, plan: Plan | None = None) -> dict:
     """Run what is stale (plus `force` and everything downstream of it); returns each stage's status.
 
-    As a sweep `variant`: stop before register, and restore a stage from DVC's run cache when a
-    run with the same inputs was saved (by another variant), rather than train it again."""
+    graft.walk does the walk: a stale stage that is not forced takes its outputs from DVC's run cache when
+    a run with the same inputs was saved (earlier in this workspace, or by another sweep variant), else it
+    runs here as a Prefect task. `plan` says what this walk does differently (a sweep variant's)."""
     paths = Paths.at(root)
     params = load_params(paths.params)
     dag = load_dag(paths.root)
-    forced = set(downstream(dag, force)) if force else set()
+    plan = plan or Plan()
+    if force:
+        plan = replace(plan, forced=(*plan.forced, *downstream(dag, force)))
     pipeline_id = uuid.uuid4().hex
     from prefect.runtime import flow_run
 
     flow_run_id = flow_run.id
-    tags = run_tags(paths.root, pipeline_id, flow_run_id)
-    tags.update(prefect_ui_tag(flow_run_id))
-    if variant:
-        tags.update({"mlflow.parentRunId": variant.sweep_run_id, "graft.variant": variant.name})
+    tags = {**run_tags(paths.root, pipeline_id, flow_run_id), **prefect_ui_tag(flow_run_id), **plan.tags}
     parent = open_tracking_run(str(paths.root), params.tracking.experiment, pipeline_id,
-                               params.model_dump(mode="json"), tags, variant.name if variant else None)
+                               params.model_dump(mode="json"), tags, plan.run_name)
+
+    def run_stage(name: str) -> dict:
+        return STAGE_TASKS[name](params, str(paths.root), parent, pipeline_id, flow_run_id)
+
     statuses: dict[str, dict] = {}
     failed = True
     try:
-        for name, decl in dag.items():
-            if variant and name == "register":
-                statuses[name] = {"status": "skipped", "seconds": None}  # only the best, on request
-                continue
-            reasons = ["forced"] if name in forced else stale_stages(paths.root, [name]).get(name)
-            if not reasons:
-                say(f"{name}: up to date")
-                statuses[name] = {"status": "up to date", "seconds": None}
-                continue
-            before = input_fingerprint(paths.root, decl)
-            with stage_slot(variant.lock_dir, name, before) if variant else nullcontext():
-                if variant and restore_from_run_cache(paths.root, name):
-                    say(f"{name}: restored from DVC's run cache (same inputs ran already)")
-                    statuses[name] = {"status": "restored", "seconds": None}
-                    continue
-                say(f"{name}: running ({'; '.join(reasons[:3])})")
-                statuses[name] = {"status": "failed", "seconds": None}  # until it returns
-                summary = STAGE_TASKS[name](params, str(paths.root), parent, pipeline_id, flow_run_id)
-                if input_fingerprint(paths.root, decl) != before:
-                    statuses[name] = {"status": "not recorded", "seconds": summary["seconds"]}
-                    raise InputsChangedError(f"{name}: its inputs changed while it ran, so its outputs were not "
-                                             f"recorded in dvc.lock; run `graft run` again")
-                commit_stage(paths.root, name)  # also saves the run in DVC's run cache
-            statuses[name] = {"status": "ran", "seconds": summary["seconds"]}
+        walk(paths.root, dag, plan, run_stage, statuses)
         failed = False
     finally:
         save_stage_statuses(paths, statuses)
         try:
             # Tags again: the data hash is known only once ingest is recorded in dvc.lock.
-            close_tracking_run(str(paths.root), parent, failed, params, run_tags(paths.root, pipeline_id, flow_run_id))
+            close_tracking_run(str(paths.root), parent, failed, params,
+                               {**run_tags(paths.root, pipeline_id, flow_run_id), **restored_tag(statuses)})
         except Exception as e:  # noqa: BLE001 - never hide the stage's own error behind a tracking one
             warn(f"could not close the MLflow run {parent}: {e}")
     return statuses

@@ -24,6 +24,7 @@ from graft.config import load_params
 from graft.lineage import run_tags
 from graft.paths import Paths
 from graft.report import say, warn
+from graft.walk import Plan
 
 
 def _report_to(store: str) -> None:
@@ -43,13 +44,13 @@ def _where() -> str:
 
 
 @task(name="variant", cache_policy=NO_CACHE, retries=0)
-def run_variant(store: str, workspace: str, variant: grid.Variant, run: grid.VariantRun) -> dict:
+def run_variant(store: str, workspace: str, variant: grid.Variant, plan: Plan) -> dict:
     """The pipeline, up to evaluate, in the variant's workspace (this task runs in its own process)."""
     _report_to(store)
     from flows.pipeline import pipeline
 
     start = time.perf_counter()
-    statuses = pipeline(root=workspace, variant=run)
+    statuses = pipeline(root=workspace, plan=plan)
     return {**grid.variant_result(Path(workspace), variant, statuses, time.perf_counter() - start), "where": _where()}
 
 
@@ -134,8 +135,8 @@ def sweep(root: str, specs: list[str], workers: int = 2, promote_best: bool = Fa
                       for v in variants}
         futures = {}
         for v in variants:
-            run = grid.VariantRun(v.name, sweep_run, str(directory / "locks"))
-            futures[run_variant.submit(store, str(workspaces[v.number]), v, run)] = v
+            plan = grid.variant_plan(v.name, sweep_run, directory / "locks")
+            futures[run_variant.submit(store, str(workspaces[v.number]), v, plan)] = v
         for future in as_completed(list(futures)):
             v = futures[future]
             try:

@@ -222,6 +222,15 @@ def _end_orphaned_runs(root: Path, experiment: str | None = None) -> None:
               f"{names}; they are marked KILLED", file=sys.stderr)
 
 
+def _lost_record(root: Path) -> str | None:
+    """Why the tracking store lacks the model version that metrics/register.json names (None: it holds it,
+    or it cannot be told). Read without importing MLflow (graft.store_check)."""
+    from graft.store_check import lost_record
+    from graft.tracking import tracking_uri
+
+    return lost_record(root, tracking_uri(root))
+
+
 def _start_prefect_early():
     """Start Prefect's temporary server (when no PREFECT_API_URL is set) and import torch and MLflow while
     it starts, on the other core (flows/server.py). Returns what to enter around the flow call: it waits
@@ -283,6 +292,11 @@ def _run_with(args, paths, params, killed_holder: dict | None) -> int:
         return _fail(f"--force {args.force!r}: no such stage; stages: {', '.join(dag)}")
 
     stale = {} if args.force else stale_stages(paths.root)
+    if not args.force and not stale and (lost := _lost_record(paths.root)):
+        doing = "`graft run` would re-record it" if args.dry_run else "Re-recording it"
+        print(f"DVC says every stage is up to date, but {lost}.\n{doing}: `register` runs again from the "
+              f"DVC-tracked models (nothing is retrained).")
+        args.force = "register"
     if not args.force and not stale:
         if killed_holder:  # only then can runs be left RUNNING; otherwise MLflow is not even imported
             _quiet_environment()
@@ -388,6 +402,8 @@ def cmd_status(args, root: Path) -> int:
         print("stages    all up to date")
     _warn_if_owed(paths.root)
     print(f"data      data/raw {locked_hash(paths.root, 'ingest', 'data/raw') or 'not recorded yet (run graft run)'}")
+    if lost := _lost_record(paths.root):
+        print(f"tracking  {lost}; `graft run` re-records it")
     _quiet_environment()
     from graft import tracking
 

@@ -1,4 +1,5 @@
-"""graft's view of the DVC pipeline: the stages in dvc.yaml, what is stale, and recording a stage in dvc.lock.
+"""graft's view of the DVC pipeline: the stages in dvc.yaml, what is stale, restoring a stage from DVC's
+run cache, and recording a stage in dvc.lock.
 
 DVC decides what is stale; this module only asks it. Reading dvc.yaml needs no DVC import, so
 the CLI can answer quickly; DVC itself is imported only to ask for status or to commit.
@@ -168,24 +169,44 @@ def cache_dir(root: Path) -> str:
         return str(Path(repo.cache.local_cache_dir).resolve())
 
 
+# Stages whose work does not end in their DVC outputs, and why. DVC's run cache brings back files only,
+# so restoring one of these would leave a record of an effect that did not happen in this run.
+EFFECTS_OUTSIDE_DVC: dict[str, str] = {
+    "register": "its effect is a model version and aliases in the MLflow registry, which DVC cannot restore; "
+                "metrics/register.json alone would name a version and a promotion that this run never made",
+}
+
+
+def may_restore(stage: str, forced: bool) -> bool:
+    """Whether a stale stage may take its outputs from DVC's run cache instead of running: not when the
+    user forced it (`--force` means run it), nor when its work does not end in its outputs."""
+    return not forced and stage not in EFFECTS_OUTSIDE_DVC
+
+
 def restore_from_run_cache(root: Path, stage: str) -> bool:
-    """Check out a stage's outputs from DVC's run cache, as `dvc repro` does, if a run with the same
-    deps, params and command was saved (by any workspace sharing this cache), and record it in
-    dvc.lock. False when there is no such run."""
+    """Check out a stale stage's outputs from DVC's run cache, as `dvc repro` does, if a run with the same
+    deps, params and command was saved (by this workspace or any that shares its cache); the command is
+    never run. False when there is no such run.
+
+    As in `dvc repro`, the stage's outputs are removed first: they are replaced either way, and DVC's
+    checkout refuses to overwrite a file it has no copy of (an output edited by hand). Nothing is
+    recorded in dvc.lock: the caller commits (commit_stage) once it has seen the inputs hold still."""
     import logging
 
+    from dvc.dependency.base import DependencyDoesNotExistError
     from dvc.repo import lock_repo
     from dvc.stage.cache import RunCacheNotFoundError
 
-    logging.getLogger("dvc").setLevel(logging.WARNING)
+    logging.getLogger("dvc").setLevel(logging.WARNING)  # its "Stage is cached - skipping run" line is ours to say
     with _repo(root) as repo, lock_repo(repo):
         (target,) = repo.stage.collect(stage)
+        target.remove_outs(ignore_remove=False, force=False)
         try:
             repo.stage_cache.restore(target)
-        except RunCacheNotFoundError:
-            return False
-        repo.commit(stage, force=True)
-    return True
+        except (RunCacheNotFoundError, DependencyDoesNotExistError, FileNotFoundError):
+            return False  # no such run, or a dependency is missing: the stage runs and says what it lacks
+        # An output DVC could not check out is counted in its stats, not raised: look for the files.
+        return all(out.exists for out in target.outs)
 
 
 def default_remote(root: Path) -> str | None:

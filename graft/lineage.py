@@ -1,4 +1,5 @@
-"""Where a run came from: git commit and dirty flag, data hash, params hash, pipeline run id."""
+"""Where a run came from: git commit and dirty flag, data hash, params hash, pipeline run id (as graft's
+tags, and the commit again as MLflow's source tags)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,32 @@ def run_tags(root: Path, pipeline_id: str, flow_run_id: str | None = None) -> di
     }
     if flow_run_id:
         tags["graft.prefect_flow_run_id"] = flow_run_id
+    return {**tags, **source_tags(root, tags["graft.git_commit"], tags["graft.git_dirty"])}
+
+
+def public_url(remote: str) -> str:
+    """A git remote's URL without the user name and password an https remote may carry (never logged)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(remote)
+    if parts.scheme and parts.hostname:
+        netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return remote  # scp-like (git@host:org/repo.git) or a local path: nothing secret in it
+
+
+def source_tags(root: Path, commit: str, dirty: str) -> dict[str, str]:
+    """MLflow's own source tags, which its UI shows as the run's Source: the repository (its `origin`
+    remote, else its folder), the commit and the branch. Only the type and name when there is no commit."""
+    remote = _git(root, "remote", "get-url", "origin")
+    tags = {"mlflow.source.type": "LOCAL", "mlflow.source.name": public_url(remote) if remote else str(root.resolve())}
+    if commit == "unknown":
+        return tags
+    tags.update({"mlflow.source.git.commit": commit, "mlflow.source.git.dirty": dirty})
+    if branch := _git(root, "symbolic-ref", "--short", "-q", "HEAD"):  # none on a detached HEAD
+        tags["mlflow.source.git.branch"] = branch
+    if remote:
+        tags["mlflow.source.git.repoURL"] = public_url(remote)
     return tags
 
 

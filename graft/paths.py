@@ -50,6 +50,15 @@ class Paths:
         return self.metrics / f"{stage}.json"
 
     @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    def report(self, name: str) -> Path:
+        """reports/<name>.json: detail a stage keeps versioned (a DVC output) but not as a DVC metric, so that
+        `dvc exp show` and `dvc metrics show` keep to the headline numbers in metrics/."""
+        return self.reports / f"{name}.json"
+
+    @property
     def plots(self) -> Path:
         return self.root / "plots"
 

@@ -16,8 +16,14 @@ def pending_dir(root: Path) -> Path:
     return Path(root) / ".graft" / "pending"
 
 
+def files_dir(root: Path, run_id: str) -> Path:
+    """Where the copies of an owed run's artifact files wait."""
+    return pending_dir(root) / "files" / run_id
+
+
 def owe(root: Path, run_id: str, entry: dict) -> None:
-    """Append one entry (`{"kind": "metrics" | "terminate", ...}`) for `run_id`, durably."""
+    """Append one entry for `run_id`, durably. Kinds (graft.tracking sends them): create (the run itself,
+    when it could not be made), params, metrics, tags, text, artifact (a copy under files_dir), terminate."""
     folder = pending_dir(root)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"{run_id}.jsonl", "a") as f:
@@ -35,8 +41,23 @@ def owed(root: Path) -> dict[str, list[dict]]:
             for f in sorted(folder.glob("*.jsonl"))}
 
 
+def rewrite(root: Path, run_id: str, entries: list[dict]) -> None:
+    """Replace `run_id`'s owed entries (what is left after some were sent), atomically."""
+    path = pending_dir(root) / f"{run_id}.jsonl"
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        f.write("".join(json.dumps(e) + "\n" for e in entries))
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
 def settle(root: Path, run_id: str) -> None:
+    """Nothing is owed for `run_id` any more."""
+    import shutil
+
     (pending_dir(root) / f"{run_id}.jsonl").unlink(missing_ok=True)
+    shutil.rmtree(files_dir(root, run_id), ignore_errors=True)
 
 
 def count(root: Path) -> int:

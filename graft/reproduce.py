@@ -18,10 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from graft.errors import GraftError
+from graft.paths import Paths
 from graft.report import say, warn
 
 RERUN_STAGES = ("prepare", "pretrain", "replace_head", "finetune", "baseline", "evaluate")
 COMPARED = ("pretrain", "finetune", "baseline", "evaluate")
+# evaluate's per-class report is no DVC metric, so the pipeline run does not log it with metrics/*.json;
+# the evaluate stage run holds the same numbers under this name.
+PER_CLASS = "evaluate_per_class"
+PER_CLASS_ARTIFACT = "per_class_report.json"
 
 
 class ReproduceError(GraftError):
@@ -50,6 +55,17 @@ def _numbers(d: dict, prefix: str = "") -> dict[str, object]:
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
             out[f"{prefix}{k}"] = v
     return out
+
+
+def _registered_per_class(root: Path, info: dict, dst: Path) -> dict | None:
+    """The per-class report of the pipeline run behind the version, from its evaluate stage run; None when
+    evaluate did not run in that pipeline (it was up to date, and its report is with an earlier run)."""
+    from graft import tracking
+
+    runs = [r for r in info["stages"] if r["tags"].get("graft.stage") == "evaluate" and r["status"] == "FINISHED"]
+    if not runs:
+        return None
+    return json.loads(Path(tracking.download_run_file(root, runs[-1]["run_id"], PER_CLASS_ARTIFACT, dst)).read_text())
 
 
 def reproduce(root: Path, uri: str, keep: bool = False) -> Outcome:
@@ -97,12 +113,20 @@ def reproduce(root: Path, uri: str, keep: bool = False) -> Outcome:
             _run([sys.executable, "-m", "graft.cli", "-C", str(worktree), "stage", stage], cwd=worktree, env=env,
                  what=f"stage {stage} at {commit[:10]}")
 
+        compared = {stage: (registered[stage], json.loads((worktree / "metrics" / f"{stage}.json").read_text()))
+                    for stage in COMPARED}
+        per_class = Paths.at(worktree).report(PER_CLASS)
+        if per_class.exists():  # a commit from before it has the per-class numbers in metrics/evaluate.json
+            theirs = _registered_per_class(root, info, logged / "evaluate")
+            if theirs is None:
+                say(f"reproduce: per-class numbers not compared: evaluate did not run in the pipeline behind {uri}")
+            else:
+                compared[PER_CLASS] = (theirs, json.loads(per_class.read_text()))
         rows, matched = [], True
-        for stage in COMPARED:
-            mine = _numbers(json.loads((worktree / "metrics" / f"{stage}.json").read_text()))
-            theirs = _numbers(registered[stage])
+        for name, (registered_doc, reproduced_doc) in compared.items():
+            theirs, mine = _numbers(registered_doc), _numbers(reproduced_doc)
             for key in sorted(set(mine) | set(theirs)):
-                rows.append((f"{stage}.{key}", theirs.get(key), mine.get(key)))
+                rows.append((f"{name}.{key}", theirs.get(key), mine.get(key)))
                 matched &= theirs.get(key) == mine.get(key)
         return Outcome(matched, rows, worktree if keep else None)
     finally:

@@ -5,10 +5,11 @@ runs as a torchrun process group instead of in this process (graft/training/laun
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
-from graft import tracking
+from graft import tracking, tracking_entities
 from graft.config import Params, load_params
 from graft.dag import load_dag, stage_params
 from graft.files import write_json
@@ -28,17 +29,21 @@ def run_stage(name: str, params: Params, root: Path, parent_run_id: str | None, 
     start = time.perf_counter()
     with tracking.stage_run(paths.root, params.tracking.experiment, name, parent_run_id,
                             stage_params(paths.root, decl), tags) as run_id:
+        tracking_entities.log_stage_inputs(paths.root, name)  # the datasets it reads, with their DVC hashes
         if launch.launches_processes(name, params):
             summary = launch.run_under_torchrun(name, params, paths.root, run_id)
         else:
             summary = stage.run(params, paths)
-        tracking.log_summary(run_id, paths.root, summary)
+        tracking.log_summary(run_id, paths.root, summary)  # sent, or kept in .graft/pending/
+        # Only now is nothing left to resume: had the summary been lost, the checkpoint would redo it at once.
+        shutil.rmtree(paths.checkpoints(name), ignore_errors=True)
     return {**summary, "seconds": round(time.perf_counter() - start, 2)}
 
 
 def record_pipeline(params: Params, root: Path, parent_run_id: str, tags: dict[str, str]) -> None:
     """What a parent run keeps so the pipeline can be read and rerun: params.yaml, dvc.lock,
-    the metrics files, a model card, and the headline metrics."""
+    the metrics files, a model card (also its description), the headline metrics, the datasets it read
+    and the model its register stage logged."""
     from graft.modelcard import model_card
     from graft.summary import key_metrics
 
@@ -54,8 +59,11 @@ def record_pipeline(params: Params, root: Path, parent_run_id: str, tags: dict[s
     tracking.log_artifacts(parent_run_id, paths.root, files, "pipeline")
     metrics = [f for f in sorted(paths.metrics.glob("*.json"))]
     tracking.log_artifacts(parent_run_id, paths.root, metrics, "metrics")
-    tracking.log_text(parent_run_id, paths.root, model_card(params, paths, tags), "model_card.md")
+    tracking.log_artifacts(parent_run_id, paths.root, sorted(paths.reports.glob("*.json")), "reports")
+    card = model_card(params, paths, tags)
+    tracking.log_text(parent_run_id, paths.root, card, "model_card.md")
     tracking.log_summary(parent_run_id, paths.root, key_metrics(paths))
+    tracking_entities.record_pipeline_entities(paths.root, parent_run_id, card)
 
 
 def is_stage_worker() -> bool:

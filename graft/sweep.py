@@ -7,22 +7,19 @@ changes copied over (so lineage tags name the real commit and dirty flag), its o
 dvc.lock, and DVC's cache pointed at this repository's cache. Sharing the cache shares DVC's run
 cache: a stage whose inputs (deps and params) match one that already ran, in any workspace, is
 restored from it rather than rerun. Two variants reaching such a stage at once are serialised by a
-lock per stage input fingerprint (`stage_slot`), so it runs once and the other restores it.
+lock per stage input fingerprint (graft.walk.stage_slot), so it runs once and the other restores it.
 
 No Prefect here; flows/sweep.py wires these steps.
 """
 
 from __future__ import annotations
 
-import fcntl
 import itertools
 import os
 import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +30,7 @@ from graft.config import ConfigError, apply_overrides, parse_override, select
 from graft.errors import GraftError
 from graft.files import read_json_or_empty, write_json
 from graft.paths import Paths
+from graft.walk import Plan
 
 SWEEPS = Path(".graft") / "sweeps"
 SELECTION_METRIC = "finetune val_acc"  # chosen on validation data; test accuracy is only reported
@@ -62,14 +60,12 @@ class Variant:
         return [f"{k}={_yaml_value(v)}" for k, v in self.settings]
 
 
-@dataclass(frozen=True)
-class VariantRun:
-    """How flows/pipeline.py runs one variant: stop before register, restore identical stages from
-    DVC's run cache (one at a time per input fingerprint), nest under the sweep's MLflow run."""
-
-    name: str
-    sweep_run_id: str
-    lock_dir: str
+def variant_plan(variant_name: str, sweep_run_id: str, lock_dir: Path) -> Plan:
+    """How the pipeline walks one variant: it stops before register (only the best is registered, on
+    request), takes turns with the other variants per stage and input fingerprint (so identical stages run
+    once and are restored from DVC's run cache elsewhere), and nests its MLflow run under the sweep's."""
+    return Plan(skip=("register",), lock_dir=str(lock_dir), run_name=variant_name,
+                tags={"mlflow.parentRunId": sweep_run_id, "graft.variant": variant_name})
 
 
 def _show(value: Any) -> str:
@@ -220,20 +216,6 @@ def clean_up(root: Path, directory: Path, results: list[dict], keep_workspaces: 
     for r in results:
         if not keep_workspaces and "error" not in r:
             remove_workspace(root, Path(r["workspace"]))
-
-
-@contextmanager
-def stage_slot(lock_dir: Path, stage: str, fingerprint: str) -> Iterator[None]:
-    """Held while a variant runs or restores a stage with these inputs. A second variant with the
-    same inputs waits here, then finds the first one's result in DVC's run cache."""
-    lock_dir = Path(lock_dir)
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_dir / f"{stage}-{fingerprint[:16]}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # released by the kernel if the holder dies
-        yield
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------- a remote Dask cluster

@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -25,7 +26,7 @@ from graft.errors import GraftError
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 
-_active: dict[str, Any] = {"client": None, "run_id": None, "root": None, "owed": 0}
+_active: dict[str, Any] = {"client": None, "run_id": None, "root": None}
 
 
 def _with_retries(what: str, call, *args, **kwargs):
@@ -118,22 +119,47 @@ def _log_params(client, run_id: str, params: dict[str, str]) -> None:
 def start_pipeline_run(root: Path, experiment: str, pipeline_id: str, params: dict, tags: dict[str, str],
                        run_name: str | None = None) -> str:
     """The parent run of one pipeline run; returns its id. A sweep variant's is nested under the
-    sweep run by an `mlflow.parentRunId` tag and named after the variant."""
+    sweep run by an `mlflow.parentRunId` tag and named after the variant.
+
+    Idempotent: the pipeline id is the run's key, so a retry (after a create whose answer was lost) or a
+    second `graft stage` of the same `dvc repro` finds the run already made instead of making another.
+    TrackingError if the store never answers: then nothing has started yet."""
     client = client_for(root)
-    run = client.create_run(experiment_id(client, root, experiment), run_name=run_name or f"pipeline {pipeline_id[:8]}",
-                            tags={**tags, **_process_tags(), "graft.kind": "pipeline",
-                                  "graft.pipeline_run_id": pipeline_id})
-    _log_params(client, run.info.run_id, flatten(params))
-    return run.info.run_id
+    run_id = _create_run_once(client, root, experiment, f"pipeline {pipeline_id[:8]}" if not run_name else run_name,
+                              {**tags, **_process_tags(), "graft.kind": "pipeline", "graft.pipeline_run_id": pipeline_id},
+                              key=("graft.pipeline_run_id", pipeline_id))
+    _with_retries("logging the pipeline's params", _log_params, client, run_id, flatten(params))
+    return run_id
 
 
 def start_sweep_run(root: Path, experiment: str, sweep_id: str, grid: dict[str, list], tags: dict[str, str]) -> str:
-    """The parent run of a sweep: the grid as params; each variant's pipeline run is nested under it."""
+    """The parent run of a sweep: the grid as params; each variant's pipeline run is nested under it.
+    Idempotent like start_pipeline_run, keyed by the sweep id."""
     client = client_for(root)
-    run = client.create_run(experiment_id(client, root, experiment), run_name=f"sweep {sweep_id}",
-                            tags={**tags, **_process_tags(), "graft.kind": "sweep", "graft.sweep_id": sweep_id})
-    _log_params(client, run.info.run_id, {f"sweep.{k}": json.dumps(v) for k, v in grid.items()})
-    return run.info.run_id
+    run_id = _create_run_once(client, root, experiment, f"sweep {sweep_id}",
+                              {**tags, **_process_tags(), "graft.kind": "sweep", "graft.sweep_id": sweep_id},
+                              key=("graft.sweep_id", sweep_id))
+    _with_retries("logging the sweep's grid", _log_params, client, run_id,
+                  {f"sweep.{k}": json.dumps(v) for k, v in grid.items()})
+    return run_id
+
+
+def _create_run_once(client, root: Path, experiment: str | None, name: str, tags: dict[str, str],
+                     key: tuple[str, str] | None = None, exp_id: str | None = None) -> str:
+    """Create a run, with retries, at most once: every attempt first looks for a run carrying the key tag
+    (`key`, else a fresh `graft.run_key`), so a create that reached the store but whose answer was lost is
+    found rather than made twice. Returns the run id; TrackingError if the store never answers."""
+    tag, value = key or ("graft.run_key", uuid.uuid4().hex)
+    tags = {**tags, tag: value}
+
+    def find_or_create() -> str:
+        in_experiment = exp_id or experiment_id(client, root, experiment)
+        found = client.search_runs([in_experiment], f"tags.`{tag}` = '{value}'", max_results=1)
+        if found:
+            return found[0].info.run_id
+        return client.create_run(in_experiment, run_name=name, tags=tags).info.run_id
+
+    return _with_retries(f"creating the MLflow run {name!r} in {tracking_uri(root)}", find_or_create)
 
 
 def find_pipeline_run(root: Path, experiment: str, pipeline_id: str) -> str | None:
@@ -147,7 +173,9 @@ def find_pipeline_run(root: Path, experiment: str, pipeline_id: str) -> str | No
 
 
 def end_run(root: Path, run_id: str, failed: bool = False) -> None:
-    client_for(root).set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+    """End a pipeline or sweep run (what it still owes is sent first); owed to .graft/pending/ if the
+    store does not answer."""
+    _close(client_for(root), root, run_id, failed)
 
 
 # ---------------------------------------------------------------- runs left RUNNING by a killed process
@@ -232,45 +260,136 @@ def reap_orphaned_runs(root: Path, experiment: str) -> list[dict]:
         return []
 
 
-def _close(client, root: Path, run_id: str, failed: bool) -> int:
-    """End a run FINISHED or FAILED, with retries; if the store never answers, owe it to .graft/pending/.
-    Returns the number of entries owed (0 or 1)."""
-    status = "FAILED" if failed else "FINISHED"
-    try:
-        _with_retries("closing the MLflow run", client.set_terminated, run_id, status=status)
-        return 0
-    except TrackingError:
-        from graft import pending
+# ---------------------------------------------------------------- delivery: sent now, or owed to .graft/pending/
 
-        pending.owe(root, run_id, {"kind": "terminate", "status": status})
-        return 1
+PLACEHOLDER = "pending-"  # the id of a run whose creation is owed: everything for it waits in .graft/pending/
+_owed_now: dict[str, int] = {}  # run id -> entries owed by this process (said when the stage run closes)
+
+
+def _is_placeholder(run_id: str) -> bool:
+    return run_id.startswith(PLACEHOLDER)
+
+
+def _deliver(root: Path, run_id: str, what: str, entry: dict) -> bool:
+    """Send one tracking entry for `run_id` now, with retries; if the store never answers, owe it to
+    .graft/pending/ (`graft log --pending` sends it later). Returns whether it was sent.
+
+    Every write graft makes to a run goes through here: training never waits on, or dies with, the store.
+    A run whose creation is itself owed gets everything owed, in order."""
+    if not _is_placeholder(run_id):
+        try:
+            _with_retries(what, _send_entry, client_for(root), root, run_id, entry)
+            return True
+        except TrackingError:
+            pass
+    from graft import pending
+
+    pending.owe(root, run_id, _storable(root, run_id, entry))
+    _owed_now[run_id] = _owed_now.get(run_id, 0) + 1
+    return False
+
+
+def _storable(root: Path, run_id: str, entry: dict) -> dict:
+    """An artifact entry keeps a copy of its file: the original may be replaced before the store is back."""
+    if entry["kind"] != "artifact":
+        return entry
+    import shutil
+
+    from graft import pending
+
+    folder = pending.files_dir(root, run_id) / uuid.uuid4().hex[:12]
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / Path(entry["path"]).name
+    shutil.copyfile(entry["path"], copy)
+    return {**entry, "path": str(copy.relative_to(root))}
+
+
+def _send_entry(client, root: Path, run_id: str, entry: dict) -> None:
+    """One entry to the store: the only place that knows each kind's MLflow call."""
+    from mlflow.entities import Metric, RunTag
+
+    kind = entry["kind"]
+    if kind == "metrics":
+        client.log_batch(run_id, metrics=[Metric(k, v, entry["timestamp"], entry["step"])
+                                          for k, v in entry["values"].items()])
+    elif kind == "params":
+        _log_params(client, run_id, entry["params"])
+    elif kind == "tags":
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in entry["tags"].items()])
+    elif kind == "text":
+        client.log_text(run_id, entry["text"], entry["artifact_file"])
+    elif kind == "artifact":
+        path = Path(entry["path"])
+        client.log_artifact(run_id, str(path if path.is_absolute() else Path(root) / path), entry.get("artifact_path"))
+    elif kind == "terminate":
+        client.set_terminated(run_id, status=entry["status"])
+    else:
+        raise ValueError(f"unknown tracking entry kind {kind!r}")
+
+
+def _close(client, root: Path, run_id: str, failed: bool) -> int:
+    """End a run FINISHED or FAILED, after sending what it owes (a short outage mends itself here); if the
+    store does not answer, the end is owed too. Returns the number of entries this process owed for it."""
+    from graft import pending
+
+    status = "FAILED" if failed else "FINISHED"
+    if run_id in pending.owed(root):
+        try:
+            send_pending(root, only=run_id)
+        except TrackingError:
+            pass  # still down: the end waits behind what is owed
+    if run_id not in pending.owed(root):
+        try:
+            _with_retries("closing the MLflow run", client.set_terminated, run_id, status=status)
+            _owed_now.pop(run_id, None)  # whatever it owed was sent just above
+            return 0
+        except TrackingError:
+            pass
+    pending.owe(root, run_id, {"kind": "terminate", "status": status})
+    return _owed_now.pop(run_id, 0) + 1
+
+
+def _warn_owed(stage: str, root: Path, owed_entries: int) -> None:
+    if owed_entries:
+        from graft.report import warn
+
+        warn(f"{stage}: {owed_entries} tracking entries could not be sent to {tracking_uri(root)}; they are "
+             f"kept in .graft/pending/ and `graft log --pending` sends them once the store is back")
 
 
 @contextmanager
 def stage_run(root: Path, experiment: str, stage: str, parent_run_id: str | None, params: dict,
               tags: dict[str, str]) -> Iterator[str]:
-    """A nested run for one stage; the stage's `log_epoch` calls land in it while it is open."""
+    """A nested run for one stage; the stage's `log_epoch` calls land in it while it is open.
+
+    If the store does not answer when the run is made, the stage still runs: its run is owed to
+    .graft/pending/ under a placeholder id (with its params, epochs, summary and end), and
+    `graft log --pending` creates it and sends the rest."""
     client = client_for(root)
     run_tags = {**tags, **_process_tags(), "graft.kind": "stage", "graft.stage": stage}
     if parent_run_id:
         run_tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(experiment_id(client, root, experiment), run_name=stage, tags=run_tags)
-    run_id = run.info.run_id
-    _log_params(client, run_id, flatten(params))
-    _active.update(client=client, run_id=run_id, root=Path(root), owed=0)
+    try:
+        run_id = _create_run_once(client, root, experiment, stage, run_tags)
+    except TrackingError as e:
+        from graft import pending
+
+        run_id = f"{PLACEHOLDER}{uuid.uuid4().hex}"
+        pending.owe(root, run_id, {"kind": "create", "experiment": experiment, "name": stage, "tags": run_tags,
+                                   "key": uuid.uuid4().hex})
+        _owed_now[run_id] = 1
+        from graft.report import warn
+
+        warn(f"{stage}: no MLflow run could be made ({e}); the stage runs, and its run is kept in .graft/pending/")
+    _deliver(root, run_id, "logging the stage's params", {"kind": "params", "params": flatten(params)})
+    _active.update(client=client, run_id=run_id, root=Path(root))
     failed = True
     try:
         yield run_id
         failed = False
     finally:
-        owed_entries = _active["owed"]
-        _active.update(client=None, run_id=None, root=None, owed=0)
-        owed_entries += _close(client, root, run_id, failed)
-        if owed_entries:
-            from graft.report import warn
-
-            warn(f"{stage}: {owed_entries} tracking entries could not be sent to {tracking_uri(root)}; they are "
-                 f"kept in .graft/pending/ and `graft log --pending` sends them once the store is back")
+        _active.update(client=None, run_id=None, root=None)
+        _warn_owed(stage, root, _close(client, root, run_id, failed))
 
 
 @contextmanager
@@ -279,24 +398,24 @@ def nested_run(name: str, params: dict, tags: dict[str, str]) -> Iterator[str | 
     it is open, then in the stage run again. Yields None, and changes nothing, when no run is active or the
     store refuses the new run (the epochs then land in the stage run)."""
     parent, client, root = _active["run_id"], _active["client"], _active["root"]
-    if parent is None:
+    if parent is None or _is_placeholder(parent):
         yield None
         return
     try:
         parent_run = _with_retries("reading the stage run", client.get_run, parent)
         inherited = {k: v for k, v in parent_run.data.tags.items()
-                     if k.startswith("graft.") and k not in ("graft.kind", "graft.stage")}
-        run = _with_retries("creating a candidate run", client.create_run, parent_run.info.experiment_id,
-                            run_name=name, tags={**inherited, **tags, **_process_tags(), "graft.kind": "candidate",
-                                                 "mlflow.parentRunId": parent})
-        run_id = run.info.run_id
-        _with_retries("logging a candidate's params", _log_params, client, run_id, flatten(params))
+                     if k.startswith(("graft.", "mlflow.source."))
+                     and k not in ("graft.kind", "graft.stage", "graft.run_key")}
+        run_id = _create_run_once(client, root, None, name, {**inherited, **tags, **_process_tags(),
+                                                             "graft.kind": "candidate", "mlflow.parentRunId": parent},
+                                  exp_id=parent_run.info.experiment_id)
     except TrackingError as e:
         from graft.report import warn
 
         warn(f"{name}: no run of its own in {tracking_uri(root)} ({e}); its epochs go to the stage run")
         yield None
         return
+    _deliver(root, run_id, "logging a candidate's params", {"kind": "params", "params": flatten(params)})
     _active["run_id"] = run_id
     failed = True
     try:
@@ -304,104 +423,105 @@ def nested_run(name: str, params: dict, tags: dict[str, str]) -> Iterator[str | 
         failed = False
     finally:
         _active["run_id"] = parent
-        _active["owed"] += _close(client, root, run_id, failed)
+        _owed_now[parent] = _owed_now.get(parent, 0) + _close(client, root, run_id, failed)
 
 
 @contextmanager
 def attached_run(root: Path, run_id: str) -> Iterator[str]:
     """Log into a stage run that another process opened and will close (graft's launcher, for process 0
     of a torchrun group): log_epoch and log_dict land in it while this is open."""
-    _active.update(client=client_for(root), run_id=run_id, root=Path(root), owed=0)
+    _active.update(client=client_for(root), run_id=run_id, root=Path(root))
     try:
         yield run_id
     finally:
-        _active.update(client=None, run_id=None, root=None, owed=0)
+        _active.update(client=None, run_id=None, root=None)
+
+
+def _metrics_entry(values: dict, step: int) -> dict:
+    return {"kind": "metrics", "step": step, "timestamp": int(time.time() * 1000),
+            "values": {k: float(v) for k, v in values.items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool)}}
 
 
 def log_epoch(row: dict) -> None:
     """Per-epoch metrics of the active stage run, step = epoch (one batched write per epoch)."""
     if _active["run_id"] is None:
         return
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    step = int(row["epoch"])
-    values = {k: float(v) for k, v in row.items() if k != "epoch" and isinstance(v, (int, float))}
-    metrics = [Metric(k, v, now, step) for k, v in values.items()]
-    try:
-        _with_retries("logging an epoch", _active["client"].log_batch, _active["run_id"], metrics=metrics)
-    except TrackingError:
-        # Training goes on; the entry is kept for `graft log --pending`.
-        from graft import pending
-
-        pending.owe(_active["root"], _active["run_id"], {"kind": "metrics", "step": step, "timestamp": now,
-                                                          "values": values})
-        _active["owed"] += 1
-
-
-def send_pending(root: Path) -> tuple[int, int]:
-    """Send every owed entry (`graft log --pending`); returns (entries sent, runs settled)."""
-    from mlflow.entities import Metric
-
-    from graft import pending
-
-    client = client_for(root)
-    sent = runs = 0
-    for run_id, entries in pending.owed(root).items():
-        for entry in entries:
-            if entry["kind"] == "metrics":
-                metrics = [Metric(k, v, entry["timestamp"], entry["step"]) for k, v in entry["values"].items()]
-                _with_retries("sending owed metrics", client.log_batch, run_id, metrics=metrics)
-            elif entry["kind"] == "terminate":
-                _with_retries("closing an owed run", client.set_terminated, run_id, status=entry["status"])
-            sent += 1
-        pending.settle(root, run_id)
-        runs += 1
-    return sent, runs
+    _deliver(_active["root"], _active["run_id"], "logging an epoch",
+             _metrics_entry({k: v for k, v in row.items() if k != "epoch"}, int(row["epoch"])))
 
 
 def log_summary(run_id: str | None, root: Path, metrics: dict) -> None:
+    """A stage's or pipeline's summary metrics (step 0): sent, or owed."""
     if run_id is None:
         return
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    items = [Metric(k, float(v), now, 0) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    if items:
-        client_for(root).log_batch(run_id, metrics=items)
+    entry = _metrics_entry(metrics, 0)
+    if entry["values"]:
+        _deliver(root, run_id, "logging the summary metrics", entry)
 
 
 def log_dict(data: Any, artifact_file: str) -> None:
+    """A JSON file on the active stage run (no-op without one)."""
     if _active["run_id"] is None:
         return
-    _active["client"].log_dict(_active["run_id"], data, artifact_file)
-
-
-def log_artifacts(run_id: str, root: Path, files: list[Path], artifact_path: str | None = None) -> None:
-    client = client_for(root)
-    for f in files:
-        client.log_artifact(run_id, str(f), artifact_path)
-
-
-def active_run_id() -> str | None:
-    return _active["run_id"]
+    _deliver(_active["root"], _active["run_id"], f"logging {artifact_file}",
+             {"kind": "text", "text": json.dumps(data, indent=2, default=str), "artifact_file": artifact_file})
 
 
 def log_artifact(path: Path, artifact_path: str | None = None) -> None:
     """A file on the active stage run (no-op without one)."""
     if _active["run_id"] is None:
         return
-    _active["client"].log_artifact(_active["run_id"], str(path), artifact_path)
+    log_artifacts(_active["run_id"], _active["root"], [path], artifact_path)
+
+
+def log_artifacts(run_id: str, root: Path, files: list[Path], artifact_path: str | None = None) -> None:
+    for f in files:
+        _deliver(root, run_id, f"logging {Path(f).name}",
+                 {"kind": "artifact", "path": str(Path(f).resolve()), "artifact_path": artifact_path})
 
 
 def set_tags(run_id: str, root: Path, tags: dict[str, str]) -> None:
-    from mlflow.entities import RunTag
-
-    client_for(root).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    _deliver(root, run_id, "tagging the run", {"kind": "tags", "tags": {k: str(v) for k, v in tags.items()}})
 
 
 def log_text(run_id: str, root: Path, text: str, artifact_file: str) -> None:
-    client_for(root).log_text(run_id, text, artifact_file)
+    _deliver(root, run_id, f"logging {artifact_file}", {"kind": "text", "text": text, "artifact_file": artifact_file})
+
+
+def active_run_id() -> str | None:
+    return _active["run_id"]
+
+
+def send_pending(root: Path, only: str | None = None) -> tuple[int, int]:
+    """Send every owed entry, in order, run by run (`graft log --pending`; `only`: one run's); returns
+    (entries sent, runs settled). Each entry is struck off once sent, so an outage halfway through loses
+    nothing and sends nothing twice; a run whose creation was owed is created first, once (it is keyed)."""
+    from graft import pending
+
+    client = client_for(root)
+    sent = runs = 0
+    for owed_id, entries in pending.owed(root).items():
+        if only is not None and owed_id != only:
+            continue
+        run_id, made = owed_id, []
+        if entries and entries[0]["kind"] == "create":
+            first = entries.pop(0)
+            run_id = _create_run_once(client, root, first["experiment"], first["name"], first["tags"],
+                                      key=("graft.run_key", first["key"]))
+            made = [{"kind": "created", "run_id": run_id}]  # what was made, should the rest fail now
+            pending.rewrite(root, owed_id, made + entries)
+        elif entries and entries[0]["kind"] == "created":
+            made = [entries.pop(0)]
+            run_id = made[0]["run_id"]
+        while entries:
+            _with_retries("sending an owed entry", _send_entry, client, root, run_id, entries[0])
+            sent += 1
+            entries.pop(0)
+            pending.rewrite(root, owed_id, made + entries)
+        pending.settle(root, owed_id)
+        runs += 1
+    return sent, runs
 
 
 # ---------------------------------------------------------------- models and the registry
@@ -423,17 +543,32 @@ def parse_model_uri(uri: str) -> tuple[str, str]:
 
 
 def resolve_version(root: Path, uri: str) -> dict:
-    """Everything the registry knows of one model version, found by alias or number."""
+    """Everything the registry knows of one model version, found by alias or number. TrackingError saying
+    "not found" when the store answers that it has no such version; retried, then TrackingError, when the
+    store does not answer (never mistaken for "no such version": that would promote without a comparison)."""
     from mlflow.exceptions import MlflowException
 
     name, ref = parse_model_uri(uri)
     client = client_for(root)
-    try:
-        mv = client.get_model_version(name, ref) if ref.isdigit() else client.get_model_version_by_alias(name, ref)
-    except MlflowException as e:
-        raise TrackingError(f"{uri}: not found in {tracking_uri(root)} ({e.message.splitlines()[0]})") from None
+
+    def lookup():
+        try:
+            return client.get_model_version(name, ref) if ref.isdigit() else client.get_model_version_by_alias(name, ref)
+        except MlflowException as e:
+            if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return e  # an answer: there is no such version
+            raise
+
+    found = _with_retries(f"looking up {uri} in {tracking_uri(root)}", lookup)
+    if isinstance(found, MlflowException):
+        raise VersionNotFound(f"{uri}: not found in {tracking_uri(root)} ({found.message.splitlines()[0]})")
+    mv = found
     return {"name": name, "version": str(mv.version), "source": mv.source, "run_id": mv.run_id,
             "tags": dict(mv.tags), "aliases": sorted(mv.aliases), "created_ms": mv.creation_timestamp}
+
+
+class VersionNotFound(TrackingError):
+    """The store answered: it has no such model version or alias."""
 
 
 def champion_version(root: Path, name: str) -> dict | None:
@@ -445,7 +580,7 @@ def alias_version(root: Path, name: str, alias: str) -> dict | None:
     """The version of registered model `name` that holds `alias`, or None."""
     try:
         return resolve_version(root, f"models:/{name}@{alias}")
-    except TrackingError:
+    except VersionNotFound:
         return None
 
 
@@ -514,13 +649,23 @@ def log_classifier(root: Path, run_id: str, model, classes: list[str], channels:
     return info.model_uri
 
 
-def register_version(root: Path, name: str, model_uri: str, tags: dict[str, str]) -> str:
+def register_version(root: Path, name: str, model_uri: str, tags: dict[str, str], run_id: str) -> str:
+    """Register `model_uri` (logged by `run_id`) as a new version of `name`, with retries, at most once: a
+    retry first looks for a version this run already registered. Returns the version number."""
     import logging
 
     logging.getLogger("mlflow.tracking._model_registry").setLevel(logging.WARNING)
-    with _fluent(root) as mlflow:
-        mv = mlflow.register_model(model_uri, name, tags=tags)
-    return str(mv.version)
+    client = client_for(root)
+
+    def find_or_register() -> str:
+        mine = [mv for mv in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+                if mv.source == model_uri or mv.tags.get("graft.model_uri") == model_uri]
+        if mine:
+            return str(mine[0].version)
+        with _fluent(root) as mlflow:
+            return str(mlflow.register_model(model_uri, name, tags={**tags, "graft.model_uri": model_uri}).version)
+
+    return _with_retries(f"registering {name} in {tracking_uri(root)}", find_or_register)
 
 
 def load_version_model(root: Path, name: str, version: str):
@@ -532,11 +677,11 @@ def load_version_model(root: Path, name: str, version: str):
 
 
 def set_alias(root: Path, name: str, alias: str, version: str) -> None:
-    client_for(root).set_registered_model_alias(name, alias, version)
+    _with_retries(f"setting {name}@{alias}", client_for(root).set_registered_model_alias, name, alias, version)
 
 
 def version_aliases(root: Path, name: str, version: str) -> list[str]:
-    return list(client_for(root).get_model_version(name, version).aliases)
+    return list(_with_retries(f"reading {name} v{version}", client_for(root).get_model_version, name, version).aliases)
 
 
 def model_versions(root: Path, name: str) -> list[dict]:

@@ -1,6 +1,10 @@
+import subprocess
 from pathlib import Path
 
-from graft.dag import downstream, input_fingerprint, load_dag
+from graft.dag import (EFFECTS_OUTSIDE_DVC, commit_stage, downstream, input_fingerprint, load_dag, may_restore,
+                       restore_from_run_cache, stale_stages)
+from graft.stages import STAGES
+from tests.conftest import dvc
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,3 +26,57 @@ def test_fingerprint_changes_with_params_and_deps(workspace):
     assert second != first
     (workspace / "graft/metrics.py").write_text((workspace / "graft/metrics.py").read_text() + "\n# edit\n")
     assert input_fingerprint(workspace, decl) != second
+
+
+def test_a_stale_stage_may_be_restored_unless_forced_or_its_effect_is_outside_dvc():
+    assert may_restore("finetune", forced=False)
+    assert not may_restore("finetune", forced=True)  # --force means run it
+    assert not may_restore("register", forced=False)  # the registry is not in the run cache
+    assert not may_restore("register", forced=True)
+    assert set(EFFECTS_OUTSIDE_DVC) <= set(STAGES)  # a renamed stage cannot drop out of the set unseen
+
+
+def _toy_repo(root: Path) -> Path:
+    """A DVC repository with one stage that reads a dep and a param, and logs every time its command runs."""
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    dvc(root, "init", "-q")
+    (root / "dvc.yaml").write_text(
+        "stages:\n  s:\n    cmd: echo ran >> commands.log && cat in.txt params.yaml > out.txt\n"
+        "    deps: [in.txt]\n    params: [s.x]\n    outs: [out.txt]\n")
+    (root / "in.txt").write_text("a\n")
+    return root
+
+
+def _set_x(root: Path, x: int) -> None:
+    (root / "params.yaml").write_text(f"s:\n  x: {x}\n")
+
+
+def test_restore_from_run_cache_checks_out_a_saved_run_without_running_it(tmp_path):
+    root = _toy_repo(tmp_path / "repo")
+    _set_x(root, 1)
+    dvc(root, "repro")
+    first = (root / "out.txt").read_bytes()
+    _set_x(root, 2)
+    dvc(root, "repro")
+    assert (root / "commands.log").read_text() == "ran\nran\n"
+
+    _set_x(root, 1)  # back to inputs that ran already: a run-cache hit
+    assert restore_from_run_cache(root, "s")
+    assert (root / "out.txt").read_bytes() == first
+    assert stale_stages(root, ["s"])  # not recorded until the caller commits
+    commit_stage(root, "s")
+    assert stale_stages(root) == {}
+
+    (root / "out.txt").write_text("edited by hand\n")  # an output that DVC has no copy of is replaced
+    assert restore_from_run_cache(root, "s")
+    assert (root / "out.txt").read_bytes() == first
+    commit_stage(root, "s")
+    assert stale_stages(root) == {}
+
+    _set_x(root, 3)  # inputs that never ran: nothing to restore; the stage must run
+    assert not restore_from_run_cache(root, "s")
+    assert (root / "commands.log").read_text() == "ran\nran\n"  # the command never ran here
+
+    (root / "in.txt").unlink()  # a missing dependency: not DVC's error to raise here; the stage runs and says so
+    assert not restore_from_run_cache(root, "s")

@@ -42,5 +42,4 @@ def run(params: Params, paths: Paths) -> dict:
                         {"strategy": "from_scratch", "kept_epoch": result.kept_epoch})
         write_metrics(paths.metric("baseline"), metrics)
         write_history(paths.plot("baseline"), result.history)
-        checkpoint.finish()
     return metrics

@@ -3,7 +3,11 @@ which of the two is better on the validation set.
 
 The choice between them (which one `register` ships) uses the validation split only: choosing on the
 test split would make the reported test accuracy an optimistic one. When the control wins there,
-pretraining did not pay on this data, and metrics/evaluate.json and the summary say "negative transfer"."""
+pretraining did not pay on this data, and metrics/evaluate.json and the summary say "negative transfer".
+
+metrics/evaluate.json (a DVC metric) holds the headline numbers only; precision, recall, F1 and support per
+class, of both models, go to reports/evaluate_per_class.json (versioned as an output, but no DVC metric: a
+column per class and number would crowd the headline out of `dvc exp show`) and to the MLflow run."""
 
 from __future__ import annotations
 
@@ -35,6 +39,12 @@ def verdict(better: str, finetuned: dict, scratch: dict) -> str:
     return f"transfer pays: the fine-tuned model leads the from-scratch control by {gain:+.1f} points on validation"
 
 
+def rounded(report: dict) -> dict:
+    """The report with every float, at any depth, to 6 decimals: files for people to read."""
+    return {k: rounded(v) if isinstance(v, dict) else round(v, 6) if isinstance(v, float) else v
+            for k, v in report.items()}
+
+
 def run(params: Params, paths: Paths) -> dict:
     device = setup_torch(params)
     data, manifest = load_domain(paths, "target")
@@ -62,15 +72,16 @@ def run(params: Params, paths: Paths) -> dict:
         "verdict": verdict(better, validation["finetuned"], validation["baseline"]),
         "test_examples": len(test), "val_examples": len(data["val"]), "test_hash": manifest["hashes"]["test"],
     }
-    write_json(paths.metric("evaluate"), {**{k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()},
-                                          "per_class": ft["per_class"], "baseline_per_class": bl["per_class"]})
+    write_json(paths.metric("evaluate"), rounded(metrics))
+    per_class = rounded({"finetuned": ft["per_class"], "baseline": bl["per_class"]})
+    write_json(paths.report("evaluate_per_class"), per_class)
     paths.plot("confusion").parent.mkdir(parents=True, exist_ok=True)
     with open(paths.plot("confusion"), "w", newline="") as f:  # one row per example: DVC's confusion template
         writer = csv.writer(f)
         writer.writerow(["actual", "predicted"])
         for actual, predicted in zip(test.labels.tolist(), predictions["finetuned"].tolist()):
             writer.writerow([test.classes[actual], test.classes[predicted]])
-    tracking.log_dict({"finetuned": ft["per_class"], "baseline": bl["per_class"]}, "per_class_report.json")
+    tracking.log_dict(per_class, "per_class_report.json")
     pictures = [
         plots.confusion(confusion_matrix(test.labels, predictions["finetuned"], len(test.classes)).numpy(),
                         test.classes, paths.plots / "confusion.png",

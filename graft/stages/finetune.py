@@ -6,7 +6,6 @@ keeps every candidate's score and why the winner won (graft/training/selection.p
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 
 from graft import tracking
@@ -108,7 +107,6 @@ def run(params: Params, paths: Paths) -> dict:
                          "kept_epoch": chosen.kept_epoch})
         write_metrics(paths.metric("finetune"), metrics)
         write_history(paths.plot("finetune"), chosen.history)
-        shutil.rmtree(folder, ignore_errors=True)  # finished: nothing is left to resume
     return {k: v for k, v in metrics.items() if k != "candidates"}
 
 

@@ -45,7 +45,6 @@ def run(params: Params, paths: Paths) -> dict:
                        "source_data_hash": manifest["hashes"], "source_test_acc": test["acc"]})
         write_metrics(paths.metric("pretrain"), metrics)
         write_history(paths.plot("pretrain"), result.history)
-        checkpoint.finish()
     return metrics
 
 

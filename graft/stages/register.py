@@ -16,11 +16,12 @@ from contextlib import nullcontext
 
 import torch
 
-from graft import tracking
+from graft import tracking, tracking_entities
 from graft.config import Params
 from graft.files import read_json, write_json
 from graft.lineage import run_tags
 from graft.metrics import mcnemar_one_sided
+from graft.modelcard import candidate_metrics, registered_model_card, version_card
 from graft.models.io import load_classifier, sidecar_path
 from graft.paths import Paths
 from graft.report import say
@@ -108,16 +109,23 @@ def run(params: Params, paths: Paths) -> dict:
         tracking.log_artifacts(run_id, paths.root, [weights, sidecar_path(weights)], "weights")
         model_uri = tracking.log_classifier(paths.root, run_id, challenger, meta["classes"],
                                             channels=test.images.shape[1], image_size=test.images.shape[2])
+        # The model's own numbers, linked to it and to the split each was measured on (MLflow's Logged models).
+        model_id = tracking_entities.link_model_metrics(paths.root, run_id, model_uri,
+                                                        candidate_metrics(evaluation, candidate))
         lineage = run_tags(paths.root, tracking.get_run(paths.root, run_id)["tags"].get("graft.pipeline_run_id", ""))
-        tags = {**{f"graft.gate.{k}": str(v) for k, v in decision.items()}, **lineage,
+        graft_lineage = {k: v for k, v in lineage.items() if k.startswith("graft.")}  # not MLflow's run-only tags
+        tags = {**{f"graft.gate.{k}": str(v) for k, v in decision.items()}, **graft_lineage,
                 "graft.classes": json.dumps(meta["classes"]), "graft.input_shape": json.dumps(list(test.images.shape[1:])),
                 "graft.strategy": str(meta.get("strategy")), "graft.candidate": candidate,
                 "graft.transfer": evaluation.get("verdict", "")}
-        version = tracking.register_version(paths.root, name, model_uri, tags)
+        version = tracking.register_version(paths.root, name, model_uri, tags, run_id)
         tracking.set_alias(paths.root, name, "challenger", version)
         if decision["promote"]:
             tracking.set_alias(paths.root, name, "champion", version)
         aliases = sorted(tracking.version_aliases(paths.root, name, version))
+        tracking_entities.describe_version(paths.root, name, version,
+                                           version_card(candidate, evaluation, decision, meta, lineage),
+                                           registered_model_card(name), model_id)
 
     result = {"model_name": name, "version": version, "aliases": aliases, **decision}
     write_json(paths.metric("register"), {k: round(v, 6) if isinstance(v, float) else v for k, v in result.items()})

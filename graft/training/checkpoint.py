@@ -4,9 +4,12 @@ The key hashes what the run depends on: the params sections the stage reads, its
 the stage's code: its import closure inside graft/, the files dvc.yaml lists as its code deps
 (graft.code_deps). A run that finds a checkpoint with its own key resumes from it; any other
 checkpoint of the stage is stale and removed. Files are written atomically each epoch (temp file,
-fsync, rename) outside the DVC outputs (DVC deletes those before a stage runs), read back with
-torch.load(weights_only=True) (tensors and plain containers only: no code can ride along), and
-deleted when the run finishes.
+fsync, rename) outside the DVC outputs (DVC deletes those before a stage runs), and read back with
+torch.load(weights_only=True) (tensors and plain containers only: no code can ride along).
+
+A stage leaves its last checkpoint behind; graft.runner deletes the stage's folder only once the
+stage's summary is recorded (sent to MLflow, or kept in .graft/pending/), so that nothing is lost between
+the last epoch and the record: a rerun with the same key resumes after the last epoch and only writes.
 """
 
 from __future__ import annotations
@@ -96,7 +99,3 @@ class Checkpoint:
         buffer = io.BytesIO()
         torch.save({**state, "key": self.key}, buffer)
         atomic_write_bytes(self.path, buffer.getvalue())
-
-    def finish(self) -> None:
-        """The run completed: its outputs are written, nothing is left to resume."""
-        self.path.unlink(missing_ok=True)

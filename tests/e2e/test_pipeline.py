@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 
 import pytest
 import yaml
@@ -74,6 +75,7 @@ def test_graft_run_records_everything_and_dvc_agrees(workspace, prefect_server):
     assert registered == {"finetuned": "finetuned", "scratch": "scratch"}[evaluation["better_on_val"]]
     champion = client.get_model_version_by_alias("graft-classifier", "champion")
     assert str(champion.version) == "1"
+    assert_mlflow_entities(client, ws, parent.info.run_id, registered, evaluation)
 
     # An override reruns only what depends on it; baseline and pretrain are untouched.
     assert graft(["-C", str(ws), "run", "-S", "finetune.lr=0.005"]) == 0
@@ -87,6 +89,42 @@ def test_graft_run_records_everything_and_dvc_agrees(workspace, prefect_server):
     # --force reruns a stage and everything downstream of it.
     assert graft(["-C", str(ws), "run", "--force", "evaluate"]) == 0
     assert ran(ws) == ["evaluate", "register"]
+
+
+def assert_mlflow_entities(client, ws, parent_id, candidate, evaluation):
+    """What the MLflow UI shows for the pipeline run: datasets (DVC hash and path), source (git commit),
+    description (model card), and the logged model with its evaluation metrics linked to it."""
+    import subprocess
+
+    from graft.modelcard import candidate_metrics
+
+    lock = yaml.safe_load((ws / "dvc.lock").read_text())
+    md5 = {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
+    parent = client.get_run(parent_id)
+    inputs = {d.dataset.name: d for d in parent.inputs.dataset_inputs}
+    assert sorted(inputs) == ["raw", "source", "target.test", "target.train", "target.val"]
+    for name, path in (("target.train", "data/prepared/target"), ("target.test", "data/prepared/target"),
+                       ("source", "data/prepared/source"), ("raw", "data/raw")):
+        assert inputs[name].dataset.digest == md5[path], name
+        assert json.loads(inputs[name].dataset.source) == {"uri": path}, name
+    assert {t.value for t in inputs["target.val"].tags if t.key == "mlflow.data.context"} == {"validation"}
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ws, capture_output=True, text=True, check=True).stdout
+    assert parent.data.tags["mlflow.source.git.commit"] == head.strip()
+    assert parent.data.tags["mlflow.note.content"].startswith("# graft-classifier v1\n")
+
+    (model,) = client.search_logged_models([parent.info.experiment_id])
+    assert [o.model_id for o in parent.outputs.model_outputs] == [model.model_id]  # the pipeline run shows it
+    linked = {m.key: m for m in model.metrics}
+    expected = candidate_metrics(evaluation, candidate)
+    assert set(linked) == {key for values in expected.values() for key in values}
+    for split, values in expected.items():
+        for key, value in values.items():
+            assert linked[key].value == pytest.approx(value), key
+            assert (linked[key].dataset_name, linked[key].dataset_digest) == (f"target.{split}",
+                                                                              md5["data/prepared/target"])
+    version = client.get_model_version("graft-classifier", "1")
+    assert version.description and client.get_registered_model("graft-classifier").description
 
 
 def test_dvc_repro_then_graft_run_has_nothing_to_do(workspace):

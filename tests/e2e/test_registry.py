@@ -5,20 +5,12 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from graft.cli import main as graft
 from graft.tracking import tracking_uri
-from tests.conftest import make_workspace, run_cli, tiny_params_dict
+from tests.conftest import run_cli, tiny_params_dict
 
 pytestmark = pytest.mark.e2e
 
-
-@pytest.fixture(scope="module")
-def two_runs(tmp_path_factory, prefect_server):
-    """One workspace, two pipeline runs that differ in finetune.lr (shared by this module's tests)."""
-    workspace = make_workspace(tmp_path_factory.mktemp("registry") / "ws")
-    assert graft(["-C", str(workspace), "run"]) == 0
-    assert graft(["-C", str(workspace), "run", "-S", "finetune.lr=0.004"]) == 0
-    return workspace
+# two_runs (tests/e2e/conftest.py): one workspace after two pipeline runs that differ in finetune.lr.
 
 
 def test_runs_leave_artifacts_a_model_card_and_a_registered_pyfunc(two_runs):
@@ -92,6 +84,14 @@ def test_reproduce_the_champion_exactly(two_runs):
     proc = run_cli(two_runs, "reproduce", "models:/graft-classifier/2")
     assert "exact match" in proc.stdout, proc.stdout + proc.stderr
     assert "evaluate.test_acc" in proc.stdout
+    # Every number counts, the per-class report's too (no DVC metric, so it is read from the evaluate run).
+    from graft.files import read_json
+    from graft.reproduce import COMPARED, _numbers
+
+    headline = sum(len(_numbers(read_json(two_runs / "metrics" / f"{stage}.json"))) for stage in COMPARED)
+    per_class = len(_numbers(read_json(two_runs / "reports" / "evaluate_per_class.json")))
+    assert per_class == 2 * 3 * 4  # two models, three classes, precision / recall / F1 / support
+    assert f"all {headline + per_class} metrics reproduced" in proc.stdout, proc.stdout
     # Nothing was registered by the rerun.
     client = MlflowClient(tracking_uri(two_runs))
     assert len(client.search_model_versions("name = 'graft-classifier'")) == 2

@@ -18,21 +18,10 @@ from graft.lineage import run_tags
 from graft.paths import Paths
 from graft.report import warn
 from graft.runner import record_pipeline
-from graft.stages import STAGES
 from graft.summary import save_stage_statuses
 from graft.walk import Plan, walk
-from tasks.baseline import baseline
-from tasks.evaluate import evaluate
-from tasks.finetune import finetune
-from tasks.ingest import ingest
-from tasks.prepare import prepare
-from tasks.pretrain import pretrain
-from tasks.register import register
-from tasks.replace_head import replace_head
+from tasks import STAGE_TASKS
 
-STAGE_TASKS = {"ingest": ingest, "prepare": prepare, "pretrain": pretrain, "replace_head": replace_head,
-               "finetune": finetune, "baseline": baseline, "evaluate": evaluate, "register": register}
-assert tuple(STAGE_TASKS) == STAGES
 
 
 # Retries belong on I/O (the tracking store), never on the deterministic stages.

@@ -8,8 +8,7 @@ relative, as long as it resolves to a file of the `graft/` package. The `__init_
 package on the way counts too, since Python runs it on import. Imports by computed name
 (`importlib.import_module(name)`) cannot be seen and are not followed.
 
-    python -m graft.code_deps --check   # exit 1, with a diff, when dvc.yaml's code deps differ
-    python -m graft.code_deps --write   # rewrite them; the rest of dvc.yaml is left as it is
+graft/dvc_yaml.py writes them into dvc.yaml (`graft dag --write`), after each stage's contract.
 
 Plain Python on purpose (no Prefect, MLflow or torch): tests and `graft` itself use it cheaply.
 """
@@ -17,16 +16,13 @@ Plain Python on purpose (no Prefect, MLflow or torch): tests and `graft` itself 
 from __future__ import annotations
 
 import ast
-import difflib
-import io
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 PACKAGE = "graft"
 # The repository this module belongs to (graft/ sits at its root).
 REPO = Path(__file__).resolve().parents[1]
-REGENERATE = ".venv/bin/python -m graft.code_deps --write"
+REGENERATE = "graft dag --write"
 
 
 def _module_file(root: Path, parts: list[str]) -> Path | None:
@@ -121,37 +117,6 @@ def is_code_dep(dep: object) -> bool:
     return isinstance(dep, str) and (dep.rstrip("/") == PACKAGE or dep.startswith(f"{PACKAGE}/"))
 
 
-def _yaml():
-    from ruamel.yaml import YAML
-
-    rt = YAML()
-    rt.preserve_quotes = True
-    rt.indent(mapping=2, sequence=4, offset=2)  # dvc.yaml's own layout, so a rewrite changes only the deps
-    rt.width = 4096
-    return rt
-
-
-def regenerated(root: Path = REPO) -> tuple[str, str]:
-    """(dvc.yaml as it is, dvc.yaml with each stage's code deps replaced by its import closure).
-
-    In each stage, the code deps come first, then the other deps in their order; nothing else changes."""
-    path = Path(root) / "dvc.yaml"
-    text = path.read_text()
-    rt = _yaml()
-    doc = rt.load(text)
-    for name, stage in doc["stages"].items():
-        deps = stage.get("deps")
-        if deps is None:
-            continue
-        wanted = stage_code(name, root) + [d for d in deps if not is_code_dep(d)]
-        if list(deps) != wanted:
-            del deps[:]
-            deps.extend(wanted)
-    out = io.StringIO()
-    rt.dump(doc, out)
-    return text, out.getvalue()
-
-
 def mismatches(root: Path = REPO) -> dict[str, tuple[list[str], list[str]]]:
     """Stage -> (code deps dvc.yaml lists but the stage does not import, files it imports that dvc.yaml misses)."""
     import yaml
@@ -164,36 +129,3 @@ def mismatches(root: Path = REPO) -> dict[str, tuple[list[str], list[str]]]:
         if listed != wanted:
             out[name] = (sorted(set(listed) - set(wanted)), sorted(set(wanted) - set(listed)))
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m graft.code_deps",
-                                     description="dvc.yaml's code deps: each stage's import closure inside graft/.")
-    action = parser.add_mutually_exclusive_group()
-    action.add_argument("--check", action="store_true", help="exit 1, showing a diff, when dvc.yaml differs (default)")
-    action.add_argument("--write", action="store_true", help="rewrite the code deps in dvc.yaml")
-    parser.add_argument("--root", type=Path, default=REPO, help=f"the repository (default {REPO})")
-    args = parser.parse_args(argv)
-
-    path = args.root / "dvc.yaml"
-    current, wanted = regenerated(args.root)
-    if current == wanted:
-        print(f"{path}: every stage's code deps are its import closure")
-        return 0
-    if args.write:
-        from graft.files import atomic_write_bytes
-
-        atomic_write_bytes(path, wanted.encode())
-        print(f"{path}: code deps rewritten")
-        return 0
-    sys.stdout.writelines(difflib.unified_diff(current.splitlines(keepends=True), wanted.splitlines(keepends=True),
-                                               f"{path} (as it is)", f"{path} (import closures)"))
-    print(f"{path}: code deps differ from the stages' import closures; run `{REGENERATE}` to rewrite them",
-          file=sys.stderr)
-    return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

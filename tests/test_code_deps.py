@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
 
-from graft.code_deps import REGENERATE, closure, is_code_dep, main, mismatches, stage_code
+from graft.code_deps import REGENERATE, closure, is_code_dep, mismatches, stage_code
 from graft.stages import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,26 +104,6 @@ def test_closure_follows_function_level_relative_and_transitive_imports(fake):
                                                       "graft/helpers/inner.py"]
     with pytest.raises(FileNotFoundError, match="graft.stages.missing"):
         stage_code("missing", fake)
-
-
-def test_write_rewrites_only_code_deps_and_check_says_how_to_fix(tmp_path, capsys):
-    shutil.copytree(REPO / "graft", tmp_path / "graft", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
-    assert main(["--write", "--root", str(tmp_path)]) == 0
-    good = (tmp_path / "dvc.yaml").read_text()
-    stale = good.replace("      - graft/seeding.py\n", "", 1).replace(
-        "      - graft/stages/ingest.py\n", "      - graft/stages/ingest.py\n      - graft/data\n", 1)
-    assert stale != good
-    (tmp_path / "dvc.yaml").write_text(stale)
-
-    assert main(["--check", "--root", str(tmp_path)]) == 1
-    out, err = capsys.readouterr()
-    assert "-      - graft/data\n" in out and "+      - graft/seeding.py\n" in out and REGENERATE in err
-    assert (tmp_path / "dvc.yaml").read_text() == stale  # --check writes nothing
-
-    assert main(["--write", "--root", str(tmp_path)]) == 0
-    assert (tmp_path / "dvc.yaml").read_text() == good  # comments, blank lines and everything else as they were
-    assert main(["--check", "--root", str(tmp_path)]) == 0
 
 
 def test_no_code_dep_is_an_empty_file():

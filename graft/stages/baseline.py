@@ -8,6 +8,7 @@ import torch
 
 from graft import tracking
 from graft.config import Params
+from graft.contract import REL, Contract, Plot, model_files, rel
 from graft.models.io import architecture_of, build_classifier, save_classifier
 from graft.paths import Paths
 from graft.seeding import derive_seed
@@ -16,11 +17,19 @@ from graft.training.common import checkpoint_for, load_domain, recipe_from, setu
 from graft.training.distributed import is_primary
 from graft.training.loop import fit
 
-# As dvc.yaml declares them: finetune's recipe, not its strategy or rate.
-READS = ["seed", "data.image_size", "data.channels", "model", "train", "replace_head", "pretrain.weights",
-         "pretrain.input_size", "finetune.epochs", "finetune.optimizer", "finetune.momentum", "finetune.schedule",
-         "finetune.warmup", "finetune.label_smoothing", "finetune.grad_clip", "finetune.augment", "finetune.keep",
-         "finetune.monitor", "finetune.patience", "finetune.ema_decay", "baseline"]
+
+CONTRACT = Contract(
+    order=60,
+    # The same architecture and recipe as the fine-tuned model, so that only pretraining differs.
+    params=("seed", "data.image_size", "data.channels", "model", "train", "replace_head", "pretrain.weights",
+            "pretrain.input_size", "finetune.epochs", "finetune.optimizer", "finetune.momentum", "finetune.schedule",
+            "finetune.warmup", "finetune.label_smoothing", "finetune.grad_clip", "finetune.augment", "finetune.keep",
+            "finetune.monitor", "finetune.patience", "finetune.ema_decay", "baseline"),
+    deps=(rel(REL.prepared("target")),),
+    outs=model_files("baseline"),
+    metrics=(rel(REL.metric("baseline")),),
+    plots=(Plot(rel(REL.plot("baseline")), x="epoch", y="val_acc"),),
+)
 
 
 def run(params: Params, paths: Paths) -> dict:
@@ -31,7 +40,7 @@ def run(params: Params, paths: Paths) -> dict:
     model = build_classifier(architecture, len(manifest["classes"]), head_spec(params))
     model.set_normalisation(manifest["mean"], manifest["std"])
     recipe = recipe_from(params.finetune, params, lr=params.baseline.lr, weight_decay=params.baseline.weight_decay)
-    checkpoint = checkpoint_for(paths, "baseline", params, READS, [paths.prepared("target")])
+    checkpoint = checkpoint_for(paths, "baseline", params, CONTRACT)
     result = fit(model, data["train"], data["val"], recipe, seed=params.seed, stage="baseline", device=device,
                  on_epoch=tracking.log_epoch, checkpoint=checkpoint)
     kept = result.kept

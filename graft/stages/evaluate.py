@@ -15,6 +15,7 @@ import csv
 
 from graft import plots, tracking
 from graft.config import Params
+from graft.contract import REL, Contract, Plot, model_files, rel
 from graft.files import write_json
 from graft.metrics import classification_report, confusion_matrix
 from graft.models.io import load_classifier
@@ -23,6 +24,18 @@ from graft.report import say
 from graft.training.common import load_domain, setup_torch
 from graft.training.loop import evaluate as score
 from graft.training.loop import predict_logits
+
+
+CONTRACT = Contract(
+    order=70,
+    params=("train", "evaluate"),
+    deps=(model_files("finetuned")[0], model_files("baseline")[0], rel(REL.prepared("target")),
+          *(rel(REL.plot(stage)) for stage in ("pretrain", "finetune", "baseline"))),  # the learning curves
+    outs=(rel(REL.plots / "confusion.png"), rel(REL.plots / "learning_curves.png"),
+          rel(REL.report("evaluate_per_class"))),
+    metrics=(rel(REL.metric("evaluate")),),
+    plots=(Plot(rel(REL.plot("confusion")), x="actual", y="predicted", template="confusion"),),
+)
 
 
 def better_on_validation(finetuned: dict, scratch: dict) -> str:

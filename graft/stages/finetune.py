@@ -10,7 +10,8 @@ from dataclasses import replace
 
 from graft import tracking
 from graft.config import Params
-from graft.models.io import load_classifier, save_classifier, sidecar_path
+from graft.contract import REL, Contract, Plot, model_files, rel
+from graft.models.io import load_classifier, save_classifier
 from graft.paths import Paths
 from graft.report import say
 from graft.training.checkpoint import Checkpoint, stage_key
@@ -20,7 +21,15 @@ from graft.training.loop import Recipe
 from graft.training.selection import Step, fresh_copies, select, steps_for
 from graft.training.strategies import resolve_rates
 
-READS = ["seed", "train", "finetune"]
+
+CONTRACT = Contract(
+    order=50,
+    params=("seed", "train", "finetune"),
+    deps=(*model_files("grafted"), rel(REL.prepared("target"))),
+    outs=model_files("finetuned"),
+    metrics=(rel(REL.metric("finetune")),),
+    plots=(Plot(rel(REL.plot("finetune")), x="epoch", y="val_acc"),),
+)
 
 
 def strategies(params: Params) -> list[str]:
@@ -69,7 +78,7 @@ def run(params: Params, paths: Paths) -> dict:
     say(f"finetune: {describe(params)}")
     say(f"finetune: {counts['train']} training labels ({manifest['label_budget']} per class), "
         f"{counts['val']} validation labels to choose and stop by")
-    key = stage_key(params, READS, [grafted, sidecar_path(grafted), paths.prepared("target")], "finetune")
+    key = stage_key(params, list(CONTRACT.params), CONTRACT.dep_paths(paths.root), "finetune")
     folder = paths.checkpoints("finetune")
 
     def checkpoint_for(step: Step) -> Checkpoint:

@@ -6,11 +6,20 @@ import shutil
 from pathlib import Path
 
 from graft.config import Params
+from graft.contract import REL, Contract, rel
 from graft.data.dataset import DataError
 from graft.data.sources import describe_source, load_source, source_fingerprints
 from graft.data.store import save_dataset
 from graft.paths import Paths
 from graft.report import say
+
+
+CONTRACT = Contract(
+    order=10,
+    params=("seed", "data.image_size", "data.channels", "ingest"),
+    deps=(rel(REL.sources),),  # users' own images: new files there make the pipeline stale
+    outs=(rel(REL.raw),),
+)
 
 
 def run(params: Params, paths: Paths) -> dict:

@@ -7,12 +7,21 @@ import shutil
 import torch
 
 from graft.config import Params
+from graft.contract import REL, Contract, rel
 from graft.data.dataset import DataError, ImageDataset
 from graft.data.store import load_dataset, save_dataset
 from graft.files import read_json, write_json
 from graft.paths import Paths
 from graft.report import say
 from graft.seeding import generator
+
+
+CONTRACT = Contract(
+    order=20,
+    params=("seed", "data.labels_per_class", "prepare"),
+    deps=(rel(REL.raw),),
+    outs=(rel(REL.prepared("source")), rel(REL.prepared("target"))),
+)
 
 
 def _subset(ds: ImageDataset, idx: list[int]) -> ImageDataset:

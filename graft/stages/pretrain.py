@@ -7,6 +7,7 @@ import torch
 
 from graft import tracking
 from graft.config import Params
+from graft.contract import REL, Contract, Plot, model_files, rel
 from graft.files import read_json
 from graft.models.heads import HeadSpec
 from graft.models.io import architecture_of, build_classifier, save_backbone
@@ -18,8 +19,15 @@ from graft.training.common import checkpoint_for, load_domain, recipe_from, setu
 from graft.training.distributed import is_primary
 from graft.training.loop import evaluate, fit
 
-# The params sections this stage reads (as dvc.yaml declares them); they key its checkpoint.
-READS = ["seed", "data.image_size", "data.channels", "model", "train", "pretrain"]
+
+CONTRACT = Contract(
+    order=30,
+    params=("seed", "data.image_size", "data.channels", "model", "train", "pretrain"),
+    deps=(rel(REL.prepared("source")), "data/weights"),  # data/weights: local files pretrain.weights may name
+    outs=model_files("backbone"),
+    metrics=(rel(REL.metric("pretrain")),),
+    plots=(Plot(rel(REL.plot("pretrain")), x="epoch", y="val_acc"),),
+)
 
 
 def run(params: Params, paths: Paths) -> dict:
@@ -32,7 +40,7 @@ def run(params: Params, paths: Paths) -> dict:
     model = build_classifier(architecture, len(manifest["classes"]), HeadSpec(kind="linear"))
     model.set_normalisation(manifest["mean"], manifest["std"])
 
-    checkpoint = checkpoint_for(paths, "pretrain", params, READS, [paths.prepared("source")])
+    checkpoint = checkpoint_for(paths, "pretrain", params, CONTRACT)
     result = fit(model, data["train"], data["val"], recipe_from(params.pretrain, params), seed=params.seed,
                  stage="pretrain", device=device, on_epoch=tracking.log_epoch, checkpoint=checkpoint)
     test = evaluate(model, data["test"], params.train.eval_batch_size, device)

@@ -18,6 +18,7 @@ import torch
 
 from graft import tracking, tracking_entities
 from graft.config import Params
+from graft.contract import REL, Contract, model_files, rel
 from graft.files import read_json, write_json
 from graft.lineage import run_tags
 from graft.metrics import mcnemar_one_sided
@@ -27,6 +28,18 @@ from graft.paths import Paths
 from graft.report import say
 from graft.training.common import load_domain, setup_torch
 from graft.training.loop import predict_logits
+
+
+CONTRACT = Contract(
+    order=80,
+    params=("train", "tracking", "register"),
+    deps=(rel(REL.prepared("target")), *model_files("finetuned"), *model_files("baseline"),
+          rel(REL.metric("evaluate"))),
+    metrics=(rel(REL.metric("register")),),
+    # Its effect is a model version in the MLflow registry, which DVC cannot restore: persist keeps DVC's
+    # run cache from "restoring" a metrics/register.json that names a registration this store never saw.
+    persist=(rel(REL.metric("register")),),
+)
 
 
 def decide(challenger_correct: torch.Tensor, champion_correct: torch.Tensor | None, alpha: float) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from graft.config import Params
+from graft.contract import REL, Contract, model_files, rel
 from graft.files import read_json
 from graft.models.heads import HeadSpec
 from graft.models.io import ModelFileError, build_classifier, load_backbone_into, save_classifier, sidecar_path
@@ -10,6 +11,14 @@ from graft.models.surgery import replace_head
 from graft.paths import Paths
 from graft.report import say
 from graft.seeding import derive_seed
+
+
+CONTRACT = Contract(
+    order=40,
+    params=("seed", "replace_head"),
+    deps=(*model_files("backbone"), rel(REL.prepared("target") / "manifest.json")),  # the target's classes
+    outs=model_files("grafted"),
+)
 
 
 def head_spec(params: Params) -> HeadSpec:

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from graft.config import OptimParams, Params
+from graft.contract import Contract
 from graft.data.dataset import ImageDataset
 from graft.data.store import load_dataset
 from graft.files import read_json, write_json
@@ -49,9 +50,10 @@ def recipe_from(optim: OptimParams, params: Params, *, lr: float | None = None,
         monitor=optim.monitor, patience=optim.patience, ema_decay=optim.ema_decay, sync_bn=params.train.sync_bn)
 
 
-def checkpoint_for(paths: Paths, stage: str, params: Params, sections: list[str], inputs: list[Path]) -> Checkpoint:
-    """The stage's resumable state, keyed by the params sections it reads and its input files."""
-    return Checkpoint(paths.checkpoints(stage), stage_key(params, sections, inputs, stage), stage)
+def checkpoint_for(paths: Paths, stage: str, params: Params, contract: Contract) -> Checkpoint:
+    """The stage's resumable state, keyed by what its contract says it reads: params and input files."""
+    return Checkpoint(paths.checkpoints(stage),
+                      stage_key(params, list(contract.params), contract.dep_paths(paths.root), stage), stage)
 
 
 def load_domain(paths: Paths, domain: str) -> tuple[dict[str, ImageDataset], dict]:

@@ -6,14 +6,18 @@ A failed run leaves the champion where it was: only `register`, the last stage, 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
-from graft import retrain as domain
+import graft.retrain
+from flows.server import persistent_api
 from graft import tracking
 from graft.config import load_params
+from graft.errors import UsageError
 from graft.files import read_json_or_empty, write_json
 from graft.paths import Paths
 from graft.report import say, warn
@@ -24,12 +28,12 @@ REPORT_KEY = "graft-retrain-report"
 
 # Retries belong on I/O: the check and the champion lookup read the tracking store.
 @task(name="check-for-changes", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def check_for_changes(root: str) -> domain.ChangeCheck:
+def check_for_changes(root: str) -> graft.retrain.ChangeCheck:
     paths = Paths.at(root)
     params = load_params(paths.params)
     tracking.check_reachable(paths.root)
     name = params.tracking.model_name
-    return domain.check_for_changes(paths.root, params, tracking.champion_version(paths.root, name),
+    return graft.retrain.check_for_changes(paths.root, params, tracking.champion_version(paths.root, name),
                                     tracking.alias_version(paths.root, name, "challenger"))
 
 
@@ -40,15 +44,15 @@ def current_champion(root: str) -> dict | None:
 
 
 @task(name="publish-report", cache_policy=NO_CACHE)
-def publish_report(root: str, outcome: domain.Outcome) -> None:
+def publish_report(root: str, outcome: graft.retrain.Outcome) -> None:
     """The Markdown report as a Prefect artifact, the outcome in .graft/retrain.json (graft status
     shows it), and the webhook."""
     paths = Paths.at(root)
     params = load_params(paths.params)
-    report = domain.report_markdown(outcome, params.tracking.model_name)
+    report = graft.retrain.report_markdown(outcome, params.tracking.model_name)
     create_markdown_artifact(markdown=report, key=REPORT_KEY, description=outcome.reason[:250])
     write_json(paths.state / "retrain.json", outcome.to_json())
-    domain.notify(domain.webhook_url(params), outcome, params.tracking.model_name)
+    graft.retrain.notify(graft.retrain.webhook_url(params), outcome, params.tracking.model_name)
 
 
 @flow(name="graft-retrain", log_prints=True)
@@ -62,27 +66,27 @@ def retrain(root: str = "."):
             check = check_for_changes(str(paths.root))
             say(check.summary)
             if not check.changed:
-                outcome = domain.skipped_outcome(check)
+                outcome = graft.retrain.skipped_outcome(check)
                 publish_report(str(paths.root), outcome)
                 return Completed(message=check.summary[:500], data=outcome.to_json())
             pipeline_started = True
             statuses = run_pipeline(paths, check)
     except BaseException as error:  # a crash (SIGTERM from a cancel) is reported too, then re-raised
         statuses = read_json_or_empty(paths.state / "last_run.json") if pipeline_started else {}
-        outcome = domain.failed_outcome(check, paths.root, statuses, error, _champion_or_none(paths))
+        outcome = graft.retrain.failed_outcome(check, paths.root, statuses, error, _champion_or_none(paths))
         try:
             publish_report(str(paths.root), outcome)
         except Exception as e:  # noqa: BLE001 - never hide the run's own error behind the report's
             warn(f"retrain: could not publish the report of this failed run: {e}")
         raise
-    outcome = domain.trained_outcome(check, paths.root, statuses, current_champion(str(paths.root)))
+    outcome = graft.retrain.trained_outcome(check, paths.root, statuses, current_champion(str(paths.root)))
     publish_report(str(paths.root), outcome)
     verdict = (f"v{outcome.version} {'promoted' if outcome.promoted else 'kept as challenger'}"
                if outcome.version else "nothing registered")
     return Completed(message=f"retrained: {verdict}", data=outcome.to_json())
 
 
-def run_pipeline(paths: Paths, check: domain.ChangeCheck) -> dict:
+def run_pipeline(paths: Paths, check: graft.retrain.ChangeCheck) -> dict:
     """The pipeline as a subflow. DVC cannot see folders outside the repository: their change forces
     ingest, and DVC takes it from there. Data that differs from the champion's while every stage is
     up to date (versions lost, another dvc.lock checked out) reruns register, so that a change always
@@ -99,3 +103,19 @@ def _champion_or_none(paths: Paths) -> dict | None:
         return current_champion(str(paths.root))
     except Exception:  # noqa: BLE001 - the store may be what failed; the report says so already
         return None
+
+
+def serve(root: Path, cron: str, timezone: str, name: str) -> None:
+    """Register the deployment graft-retrain/<name> on the Prefect server PREFECT_API_URL names and run its
+    scheduled flow runs from this process until Ctrl-C (`graft serve`)."""
+    from prefect.schedules import Cron
+
+    try:
+        schedule = Cron(cron, timezone=timezone)
+    except ValueError as e:
+        raise UsageError(f"--cron {cron!r}: {e}; five fields: minute hour day-of-month month day-of-week") from e
+    api = persistent_api("graft serve")
+    tracking.check_reachable(root)
+    print(f"serving graft-retrain/{name} on {api}: cron {cron!r} ({timezone}), workspace {root}")
+    retrain.serve(name=name, schedules=[schedule], parameters={"root": str(root)}, tags=["graft"],
+                  description=f"graft scheduled retraining of {root}")

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from prefect import flow, task
@@ -18,7 +16,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.task_runners import ProcessPoolTaskRunner
 
-from graft import sweep as grid
+import graft.sweep
+from flows.server import shared_api
 from graft import tracking
 from graft.config import load_params
 from graft.lineage import run_tags
@@ -44,14 +43,15 @@ def _where() -> str:
 
 
 @task(name="variant", cache_policy=NO_CACHE, retries=0)
-def run_variant(store: str, workspace: str, variant: grid.Variant, plan: Plan) -> dict:
+def run_variant(store: str, workspace: str, variant: graft.sweep.Variant, plan: Plan) -> dict:
     """The pipeline, up to evaluate, in the variant's workspace (this task runs in its own process)."""
     _report_to(store)
     from flows.pipeline import pipeline
 
     start = time.perf_counter()
     statuses = pipeline(root=workspace, plan=plan)
-    return {**grid.variant_result(Path(workspace), variant, statuses, time.perf_counter() - start), "where": _where()}
+    result = graft.sweep.variant_result(Path(workspace), variant, statuses, time.perf_counter() - start)
+    return {**result, "where": _where()}
 
 
 @task(name="promote-best", cache_policy=NO_CACHE, retries=0)
@@ -86,28 +86,6 @@ def close_sweep_run(root: str, run_id: str, directory: str, top: dict | None, fa
     tracking.end_run(Path(root), run_id, failed)
 
 
-@contextmanager
-def one_prefect_api_for_all_processes() -> Iterator[None]:
-    """Without a configured Prefect API every process starts a temporary server of its own, so each
-    variant's flow run would land on a different one. Start one here and hand its URL to the
-    variant processes (they inherit the environment)."""
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    if PREFECT_API_URL.value():
-        yield
-        return
-    server = SubprocessASGIServer()  # the instance Prefect's own temporary mode would start in this process
-    server.start()
-    os.environ["PREFECT_API_URL"] = server.api_url
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-            yield
-    finally:
-        os.environ.pop("PREFECT_API_URL", None)
-        server.stop()
-
-
 # Processes by default, so that a deployment (prefect.yaml) runs variants apart too; `graft sweep`
 # sets the runner per call (--workers, --runner dask).
 @flow(name="graft-sweep", log_prints=True, task_runner=ProcessPoolTaskRunner(max_workers=2))
@@ -115,34 +93,34 @@ def sweep(root: str, specs: list[str], workers: int = 2, promote_best: bool = Fa
           keep_workspaces: bool = False) -> dict:
     """Run every variant of the grid; returns {"results", "best", "table", "png", "directory", "promoted"}.
 
-    Run it with `sweep.with_options(task_runner=ProcessPoolTaskRunner(max_workers=workers))`
-    (graft sweep does), so that each variant is a process of its own; the default pool has 2."""
+    Run it through `run_sweep` with a `task_runner` of `workers` processes (graft sweep does), so that each
+    variant is a process of its own; the default pool has 2."""
     paths = Paths.at(root)
-    variants = grid.plan(paths.root, specs)
+    variants = graft.sweep.plan(paths.root, specs)
     params = load_params(paths.params)
-    sweep_id = grid.new_sweep_id()
-    directory = grid.sweep_dir(paths.root, sweep_id)
-    threads = grid.threads_per_variant(params.train.threads, workers)
+    sweep_id = graft.sweep.new_sweep_id()
+    directory = graft.sweep.sweep_dir(paths.root, sweep_id)
+    threads = graft.sweep.threads_per_variant(params.train.threads, workers)
     store = tracking.tracking_uri(paths.root)
     say(f"sweep {sweep_id}: {len(variants)} variants, {workers} at a time, {threads} torch thread(s) each; "
         f"workspaces in {directory.relative_to(paths.root)}")
 
-    sweep_run = open_sweep_run(str(paths.root), params.tracking.experiment, sweep_id, grid.parse_grid(specs),
+    sweep_run = open_sweep_run(str(paths.root), params.tracking.experiment, sweep_id, graft.sweep.parse_grid(specs),
                                run_tags(paths.root, sweep_id))
     results, top, promoted, failed = [], None, None, True
     try:
-        workspaces = {v.number: grid.create_workspace(paths.root, directory / str(v.number), v, threads)
+        workspaces = {v.number: graft.sweep.create_workspace(paths.root, directory / str(v.number), v, threads)
                       for v in variants}
         futures = {}
         for v in variants:
-            plan = grid.variant_plan(v.name, sweep_run, directory / "locks")
+            plan = graft.sweep.variant_plan(v.name, sweep_run, directory / "locks")
             futures[run_variant.submit(store, str(workspaces[v.number]), v, plan)] = v
         for future in as_completed(list(futures)):
             v = futures[future]
             try:
                 result = future.result()
             except Exception as e:  # noqa: BLE001 - one failed variant must not hide the others
-                result = grid.failed_result(workspaces[v.number], v, f"{type(e).__name__}: {e}")
+                result = graft.sweep.failed_result(workspaces[v.number], v, f"{type(e).__name__}: {e}")
                 warn(f"[{len(results) + 1}/{len(variants)}] variant {v.number} {v.name} failed: {result['error']} "
                      f"(workspace kept: {workspaces[v.number]})")
             else:
@@ -155,15 +133,41 @@ def sweep(root: str, specs: list[str], workers: int = 2, promote_best: bool = Fa
                 if r["tags"].get("graft.kind") == "pipeline"}
         for r in results:
             r["run_id"] = runs.get(r["name"])
-        top = grid.best(results)
+        top = graft.sweep.best(results)
         if promote_best and top is not None:
             promoted = promote.submit(store, top["workspace"], top["run_id"]).result()
-        table = grid.format_table(results, top)
-        png = grid.comparison_png(results, top, directory / "comparison.png")
-        grid.save_summary(directory, results, table)
+        table = graft.sweep.format_table(results, top)
+        png = graft.sweep.comparison_png(results, top, directory / "comparison.png")
+        graft.sweep.save_summary(directory, results, table)
         failed = any("error" in r for r in results)
     finally:
         close_sweep_run(str(paths.root), sweep_run, str(directory), top, failed)
-        grid.clean_up(paths.root, directory, results, keep_workspaces)
+        graft.sweep.clean_up(paths.root, directory, results, keep_workspaces)
     return {"sweep_id": sweep_id, "sweep_run_id": sweep_run, "results": results, "best": top, "table": table,
             "png": str(png), "directory": str(directory), "promoted": promoted}
+
+
+def task_runner(root: Path, variants: int, workers: int, runner: str, address: str | None):
+    """Every variant in a process of its own, `workers` at a time: a local process pool (`runner`
+    "process"), or Dask workers with one thread each ("dask"): a local cluster, or the one at `address`,
+    checked here, before any work, to be ready for graft."""
+    workers = min(workers, variants)
+    if not address and runner == "process":
+        return ProcessPoolTaskRunner(max_workers=workers)
+    from prefect_dask import DaskTaskRunner
+
+    if not address:
+        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
+                                              "dashboard_address": None})
+    from prefect.settings import PREFECT_API_URL
+
+    graft.sweep.check_cluster_ready(root, PREFECT_API_URL.value(), address)
+    graft.sweep.check_workers_see(address, root)
+    return DaskTaskRunner(address=address)
+
+
+def run_sweep(root: Path, specs: list[str], runner, workers: int, promote_best: bool, keep_workspaces: bool) -> dict:
+    """The sweep flow on `runner` (task_runner), every variant process reporting to one Prefect API."""
+    with shared_api():
+        return sweep.with_options(task_runner=runner)(root=str(root), specs=specs, workers=workers,
+                                                      promote_best=promote_best, keep_workspaces=keep_workspaces)

@@ -4,7 +4,6 @@ torch, Prefect and MLflow are imported only when there is work for them."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ examples:
   graft retrain                     retrain now if the data changed since the champion was trained
   graft serve --cron "0 3 * * *"    retrain on a schedule (needs a Prefect server: make server)
   graft ui                          open the MLflow UI on http://127.0.0.1:5000
+  graft dag --check                 does dvc.yaml match the stages' declarations? (--write regenerates it)
 
 graft keeps DVC (what is stale), Prefect (how stages run) and MLflow (what happened) in step:
 after `graft run`, `dvc status` is clean, and after `dvc repro`, `graft run` has nothing to do.
@@ -52,7 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="on an error, show the traceback too (and Prefect's own reports of a failed stage)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_run, _add_stage, _add_status, _add_lineage, _add_reproduce, _add_log, _add_compare, _add_predict,
+                _add_promote, _add_lr_find, _add_data, _add_retrain, _add_serve, _add_sweep, _add_ui, _add_dag):
+        add(sub)
+    return parser
 
+
+def _add_run(sub) -> None:
     run = sub.add_parser("run", help="run the pipeline: every stale stage, in order, through Prefect",
                          description="Run every stale stage in DAG order (DVC decides what is stale) as Prefect tasks, "
                                      "record each in dvc.lock, log everything to MLflow, and print a summary.")
@@ -63,19 +69,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                      help="as graft -v: a failed stage's traceback, and Prefect's own reports of it")
 
+
+def _add_stage(sub) -> None:
     stage = sub.add_parser("stage", help="run one stage in this process (dvc repro calls this)",
                            description="Run one stage now, whatever its status, and log it to MLflow. "
                                        "Under `dvc repro`, DVC records it in dvc.lock afterwards.")
     stage.add_argument("name", metavar="NAME", help=STAGE_HELP)
 
+
+def _add_status(sub) -> None:
     sub.add_parser("status", help="stale stages, the champion (version, accuracy, age) and the data hash")
 
+
+def _add_lineage(sub) -> None:
     lineage = sub.add_parser("lineage", help="the commit, data, params and runs behind a registered model",
                              description="Walk back from a registered model version to the exact commit, "
                                          "data hash, params and MLflow runs that produced it.")
     lineage.add_argument("model", nargs="?", default=None, metavar="MODEL_URI",
                          help="models:/<name>@<alias> or models:/<name>/<version> (default: the champion)")
 
+
+def _add_reproduce(sub) -> None:
     reproduce = sub.add_parser("reproduce", help="rerun the pipeline behind a model and check the metrics match",
                                description="Check out the model's commit into a temporary git worktree, restore the "
                                            "params.yaml and dvc.lock logged with it and its data from the DVC cache "
@@ -86,20 +100,28 @@ def build_parser() -> argparse.ArgumentParser:
                            help="models:/<name>@<alias> or models:/<name>/<version> (default: the champion)")
     reproduce.add_argument("--keep", action="store_true", help="keep the temporary worktree for inspection")
 
+
+def _add_log(sub) -> None:
     log = sub.add_parser("log", help="send tracking entries that could not reach the tracking store earlier",
                          description="Entries that the tracking store did not accept after retries are kept in "
                                      ".graft/pending/; this sends them, in order, once the store is back.")
     log.add_argument("--pending", action="store_true", required=True, help="send every owed entry")
 
+
+def _add_compare(sub) -> None:
     compare = sub.add_parser("compare", help="the last pipeline runs side by side: differing params, key metrics")
     compare.add_argument("--last", type=int, default=5, metavar="N", help="how many runs (default 5)")
     compare.add_argument("--out", default=".graft/compare.png", help="where to write the comparison PNG")
 
+
+def _add_predict(sub) -> None:
     predict = sub.add_parser("predict", help="classify image files with a registered model (the champion by default)")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (png, jpg, ...)")
     predict.add_argument("--model", default=None, metavar="MODEL_URI",
                          help="models:/<name>@<alias> or models:/<name>/<version> (default: the champion)")
 
+
+def _add_promote(sub) -> None:
     promote = sub.add_parser(
         "promote", help="move the champion alias to a model version by hand, with a reason",
         description="Make VERSION of the registered model (tracking.model_name) the champion, bypassing the "
@@ -110,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the version number, e.g. 3 (graft status shows the champion)")
     promote.add_argument("--reason", required=True, metavar="TEXT", help="why, recorded on the version (required)")
 
+
+def _add_lr_find(sub) -> None:
     lr_find = sub.add_parser("lr-find", help="learning-rate range tests on the grafted model; suggest finetune.lr "
                                              "(head) and finetune.backbone_lr",
                              description="Train the grafted model for a few steps at exponentially growing rates, "
@@ -123,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     lr_find.add_argument("--num-it", type=int, default=100, help="steps (default 100)")
     lr_find.add_argument("--out", default=".graft/lr_find.png", help="where to save the plot (default .graft/lr_find.png)")
 
+
+def _add_data(sub) -> None:
     data = sub.add_parser("data", help="manage the images the pipeline reads (graft data add PATH)")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     add = data_sub.add_parser(
@@ -137,12 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="which domain's source receives them (default: target, the fine-tuning data)")
     add.add_argument("--dry-run", action="store_true", help="check and report what would be copied; copy nothing")
 
+
+def _add_retrain(sub) -> None:
     sub.add_parser("retrain", help="run the retraining flow once now: retrain only if the data changed",
                    description="Check whether the data changed since the champion was trained (DVC staleness, "
                                "the champion's data hash, folders outside the repository); if so run the pipeline "
                                "and its promotion gate, else record why nothing was trained. Publishes a Markdown "
                                "report as a Prefect artifact and posts it to retrain.webhook when set.")
 
+
+def _add_serve(sub) -> None:
     serve = sub.add_parser("serve", help="serve the retraining flow on a cron schedule (Prefect deployment)",
                            description="Register the deployment graft-retrain/<name> with the Prefect server at "
                                        "PREFECT_API_URL and run its scheduled flow runs from this process until "
@@ -151,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--timezone", default="UTC", help="time zone of the cron expression (default UTC)")
     serve.add_argument("--name", default="scheduled", help="deployment name (default: scheduled)")
 
+
+def _add_sweep(sub) -> None:
     sweep = sub.add_parser(
         "sweep", help="run a grid of parameter variants side by side and compare them",
         description="Run the pipeline (up to evaluate) once per combination of the -S values, each variant in its "
@@ -179,10 +211,21 @@ def build_parser() -> argparse.ArgumentParser:
                             "this repository at the same path, and PREFECT_API_URL, an MLflow server "
                             "(MLFLOW_TRACKING_URI) and a default DVC remote are required, checked before anything runs")
 
+
+def _add_ui(sub) -> None:
     ui = sub.add_parser("ui", help="start the MLflow UI for this repository's store (127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    return parser
+
+
+def _add_dag(sub) -> None:
+    dag = sub.add_parser("dag", help="check or rewrite dvc.yaml from the stages' declarations",
+                         description="dvc.yaml is generated from each stage's declaration in graft/stages/ and its "
+                                     "code (the stage module's import closure). --check shows how the file differs "
+                                     "(exit code 1); --write rewrites it.")
+    action = dag.add_mutually_exclusive_group()
+    action.add_argument("--check", action="store_true", help="exit 1, showing a diff, when dvc.yaml differs (default)")
+    action.add_argument("--write", action="store_true", help="rewrite dvc.yaml")
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -229,19 +272,6 @@ def _lost_record(root: Path) -> str | None:
     from graft.tracking import tracking_uri
 
     return lost_record(root, tracking_uri(root))
-
-
-def _start_prefect_early():
-    """Start Prefect's temporary server (when no PREFECT_API_URL is set) and import torch and MLflow while
-    it starts, on the other core (flows/server.py). Returns what to enter around the flow call: it waits
-    for the server and points Prefect at it."""
-    from flows.server import temporary_server
-
-    server = temporary_server()
-    import mlflow  # noqa: F401  every pipeline run needs both
-    import torch  # noqa: F401
-
-    return server.wait if server else contextlib.nullcontext
 
 
 def _run(args, root: Path, killed_holder: dict | None = None) -> int:
@@ -318,7 +348,9 @@ def _run_with(args, paths, params, killed_holder: dict | None) -> int:
         return 0
 
     _quiet_environment()
-    prefect_api = _start_prefect_early()
+    from flows.server import start_early
+
+    prefect_api = start_early()  # Prefect's temporary server starts while torch and MLflow are imported
     from graft import tracking
 
     tracking.check_reachable(paths.root)
@@ -465,7 +497,9 @@ def cmd_data(args, root: Path) -> int:
 
 def cmd_retrain(args, root: Path) -> int:
     _quiet_environment()
-    prefect_api = _start_prefect_early()
+    from flows.server import start_early
+
+    prefect_api = start_early()  # Prefect's temporary server starts while torch and MLflow are imported
     from graft import tracking
 
     tracking.check_reachable(root)
@@ -498,37 +532,10 @@ def _retrain_line(outcome: dict) -> str:
 
 def cmd_serve(args, root: Path) -> int:
     _quiet_environment()
-    from prefect.schedules import Cron
-    from prefect.settings import get_current_settings
+    from flows.retrain import serve
 
-    try:
-        schedule = Cron(args.cron, timezone=args.timezone)
-    except ValueError as e:
-        return _fail(f"--cron {args.cron!r}: {e}; five fields: minute hour day-of-month month day-of-week")
-    api = get_current_settings().api.url
-    if not api:
-        return _fail("graft serve needs a Prefect server that outlives it, for the schedule and the run history: "
-                     "start one with `make server` (UI on http://127.0.0.1:4200), then "
-                     "`export PREFECT_API_URL=http://127.0.0.1:4200/api` and run graft serve again")
-    _check_prefect_api(api)
-    from graft import tracking
-
-    tracking.check_reachable(root)
-    from flows.retrain import retrain
-
-    print(f"serving graft-retrain/{args.name} on {api}: cron {args.cron!r} ({args.timezone}), workspace {root}")
-    retrain.serve(name=args.name, schedules=[schedule], parameters={"root": str(root)}, tags=["graft"],
-                  description=f"graft scheduled retraining of {root}")
+    serve(root, args.cron, args.timezone, args.name)
     return 0
-
-
-def _check_prefect_api(api: str) -> None:
-    from graft.errors import GraftError
-    from graft.health import why_unreachable
-
-    if reason := why_unreachable(api):
-        raise GraftError(f"the Prefect server at PREFECT_API_URL={api} is not reachable ({reason}); start it with "
-                         f"`make server`, or point PREFECT_API_URL at a running one")
 
 
 def _model_uri(args, root: Path) -> str:
@@ -559,7 +566,8 @@ def cmd_reproduce(args, root: Path) -> int:
 
 def cmd_log(args, root: Path) -> int:
     _quiet_environment()
-    from graft import pending, tracking
+    from graft import tracking
+    from graft.tracking import pending
 
     if not pending.count(root):
         print("no tracking entries are owed")
@@ -573,7 +581,7 @@ def cmd_log(args, root: Path) -> int:
 
 
 def _warn_if_owed(root: Path) -> None:
-    from graft import pending
+    from graft.tracking import pending
 
     owed = pending.count(root)
     if owed:
@@ -641,27 +649,6 @@ def cmd_lr_find(args, root: Path) -> int:
     return 0
 
 
-def _sweep_task_runner(args, root: Path, variants: int):
-    """Every variant in a process of its own: a local process pool, or Dask workers with one thread each."""
-    workers = min(args.workers, variants)
-    if not args.address and args.runner == "process":
-        from prefect.task_runners import ProcessPoolTaskRunner
-
-        return ProcessPoolTaskRunner(max_workers=workers)
-    from prefect_dask import DaskTaskRunner
-
-    if not args.address:
-        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
-                                              "dashboard_address": None})
-    from prefect.settings import PREFECT_API_URL
-
-    from graft.sweep import check_cluster_ready, check_workers_see
-
-    check_cluster_ready(root, PREFECT_API_URL.value(), args.address)
-    check_workers_see(args.address, root)
-    return DaskTaskRunner(address=args.address)
-
-
 def cmd_sweep(args, root: Path) -> int:
     import time
 
@@ -672,19 +659,18 @@ def cmd_sweep(args, root: Path) -> int:
         return _fail("--workers must be at least 1")
     variants = plan(root, args.grid)  # every variant validated before anything is written
     _quiet_environment()
-    runner = _sweep_task_runner(args, root, len(variants))  # a remote cluster is checked here, before any work
+    from flows.sweep import run_sweep, task_runner
+
+    # A remote cluster is checked here, before any work.
+    runner = task_runner(root, len(variants), args.workers, args.runner, args.address)
     with hold(root, _command_line()):
         from graft import tracking
 
         tracking.check_reachable(root)
-        from flows.sweep import one_prefect_api_for_all_processes, sweep
-
         print(f"Sweeping {len(variants)} variants: " + "; ".join(f"{v.number} {v.name}" for v in variants))
         start = time.perf_counter()
-        with one_prefect_api_for_all_processes():
-            outcome = sweep.with_options(task_runner=runner)(root=str(root), specs=args.grid, workers=args.workers,
-                                                              promote_best=args.promote_best,
-                                                              keep_workspaces=args.keep_workspaces)
+        outcome = run_sweep(root, args.grid, runner, workers=args.workers, promote_best=args.promote_best,
+                            keep_workspaces=args.keep_workspaces)
     print(f"\nSweep {outcome['sweep_id']} finished in {time.perf_counter() - start:.0f}s\n\n{outcome['table']}")
     print(f"\ncomparison plot: {outcome['png']} (also on the MLflow sweep run {outcome['sweep_run_id']})")
     top, promoted = outcome["best"], outcome["promoted"]
@@ -700,10 +686,16 @@ def cmd_sweep(args, root: Path) -> int:
     return 1 if failed else 0
 
 
+def cmd_dag(args, root: Path) -> int:
+    from graft import dvc_yaml
+
+    return dvc_yaml.main(["--write" if args.write else "--check", "--root", str(root)])
+
+
 COMMANDS = {"run": cmd_run, "stage": cmd_stage, "status": cmd_status, "ui": cmd_ui, "lr-find": cmd_lr_find,
             "lineage": cmd_lineage, "reproduce": cmd_reproduce, "compare": cmd_compare, "predict": cmd_predict,
             "promote": cmd_promote, "log": cmd_log, "data": cmd_data,
-            "retrain": cmd_retrain, "serve": cmd_serve, "sweep": cmd_sweep}
+            "retrain": cmd_retrain, "serve": cmd_serve, "sweep": cmd_sweep, "dag": cmd_dag}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -727,7 +719,7 @@ def _main(argv: list[str] | None) -> int:
     root = Path(args.root).resolve()
     if not (root / "dvc.yaml").exists():
         return _fail(f"{root} has no dvc.yaml: run graft from the repository root, or pass -C PATH")
-    from graft.errors import GraftError
+    from graft.errors import GraftError, UsageError
 
     try:
         return COMMANDS[args.command](args, root)
@@ -736,7 +728,7 @@ def _main(argv: list[str] | None) -> int:
             import traceback
 
             traceback.print_exc()
-        code = _fail(str(e), code=1)
+        code = _fail(str(e), code=2 if isinstance(e, UsageError) else 1)
         if not args.verbose:  # the traceback already ended with them
             for note in getattr(e, "__notes__", ()):
                 print(note, file=sys.stderr)

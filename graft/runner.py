@@ -9,13 +9,14 @@ import shutil
 import time
 from pathlib import Path
 
-from graft import tracking, tracking_entities
+from graft import tracking
 from graft.config import Params, load_params
 from graft.dag import load_dag, stage_params
 from graft.files import write_json
 from graft.lineage import run_tags
 from graft.paths import Paths
 from graft.stages import get_stage
+from graft.tracking import entities
 from graft.training import launch
 
 
@@ -29,7 +30,7 @@ def run_stage(name: str, params: Params, root: Path, parent_run_id: str | None, 
     start = time.perf_counter()
     with tracking.stage_run(paths.root, params.tracking.experiment, name, parent_run_id,
                             stage_params(paths.root, decl), tags) as run_id:
-        tracking_entities.log_stage_inputs(paths.root, name)  # the datasets it reads, with their DVC hashes
+        entities.log_stage_inputs(paths.root, name)  # the datasets it reads, with their DVC hashes
         if launch.launches_processes(name, params):
             summary = launch.run_under_torchrun(name, params, paths.root, run_id)
         else:
@@ -63,7 +64,7 @@ def record_pipeline(params: Params, root: Path, parent_run_id: str, tags: dict[s
     card = model_card(params, paths, tags)
     tracking.log_text(parent_run_id, paths.root, card, "model_card.md")
     tracking.log_summary(parent_run_id, paths.root, key_metrics(paths))
-    tracking_entities.record_pipeline_entities(paths.root, parent_run_id, card)
+    entities.record_pipeline_entities(paths.root, parent_run_id, card)
 
 
 def is_stage_worker() -> bool:

@@ -11,12 +11,13 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from graft import tracking, tracking_entities
+from graft import tracking
 from graft.files import write_json
 from graft.lineage import public_url, run_tags
 from graft.modelcard import candidate_metrics, version_card
 from graft.paths import Paths
-from graft.tracking_entities import DatasetRef, datasets, locked_outputs, model_id_of, stage_datasets
+from graft.tracking import entities
+from graft.tracking.entities import DatasetRef, datasets, locked_outputs, model_id_of, stage_datasets
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_MD5, SOURCE_MD5, RAW_MD5 = "a" * 32 + ".dir", "b" * 32 + ".dir", "c" * 32 + ".dir"
@@ -138,12 +139,12 @@ def test_run_tags_carry_the_commit_as_mlflows_source(tmp_path):
 def test_stage_inputs_and_model_metrics_land_in_the_store(root):
     """Against a real (sqlite) store: a stage run's inputs, and metrics linked to a logged model with their split."""
     client = MlflowClient(tracking.tracking_uri(root))
-    assert tracking_entities.log_stage_inputs(root, "finetune") == []  # no active run: nothing
+    assert entities.log_stage_inputs(root, "finetune") == []  # no active run: nothing
     with tracking.stage_run(root, "graft", "finetune", None, {}, {}) as run_id:
-        assert tracking_entities.log_stage_inputs(root, "finetune") == ["target.train", "target.val"]
+        assert entities.log_stage_inputs(root, "finetune") == ["target.train", "target.val"]
         model = client.create_logged_model(client.get_run(run_id).info.experiment_id, source_run_id=run_id)
         metrics = {"test": {"test_acc": 0.9}, "val": {"val_acc": 0.8}}
-        linked_to = tracking_entities.link_model_metrics(root, run_id, f"models:/{model.model_id}", metrics)
+        linked_to = entities.link_model_metrics(root, run_id, f"models:/{model.model_id}", metrics)
     assert linked_to == model.model_id
     inputs = {d.dataset.name: d for d in client.get_run(run_id).inputs.dataset_inputs}
     assert sorted(inputs) == ["target.test", "target.train", "target.val"]

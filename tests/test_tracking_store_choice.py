@@ -15,7 +15,7 @@ from graft import tracking
 def test_a_fluent_call_leaves_neither_environment_nor_globals_pointing_at_its_store(tmp_path):
     before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     env_before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    with tracking._fluent(tmp_path / "a") as fluent:
+    with tracking.store.fluent(tmp_path / "a") as fluent:
         assert fluent.get_registry_uri() == tracking.tracking_uri(tmp_path / "a")
     assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == before
     assert {k: os.environ.get(k) for k in env_before} == env_before

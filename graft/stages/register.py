@@ -16,7 +16,7 @@ from contextlib import nullcontext
 
 import torch
 
-from graft import tracking, tracking_entities
+from graft import tracking
 from graft.config import Params
 from graft.contract import REL, Contract, model_files, rel
 from graft.files import read_json, write_json
@@ -26,6 +26,7 @@ from graft.modelcard import candidate_metrics, registered_model_card, version_ca
 from graft.models.io import load_classifier, sidecar_path
 from graft.paths import Paths
 from graft.report import say
+from graft.tracking import entities
 from graft.training.common import load_domain, setup_torch
 from graft.training.loop import predict_logits
 
@@ -123,8 +124,8 @@ def run(params: Params, paths: Paths) -> dict:
         model_uri = tracking.log_classifier(paths.root, run_id, challenger, meta["classes"],
                                             channels=test.images.shape[1], image_size=test.images.shape[2])
         # The model's own numbers, linked to it and to the split each was measured on (MLflow's Logged models).
-        model_id = tracking_entities.link_model_metrics(paths.root, run_id, model_uri,
-                                                        candidate_metrics(evaluation, candidate))
+        model_id = entities.link_model_metrics(paths.root, run_id, model_uri,
+                                               candidate_metrics(evaluation, candidate))
         lineage = run_tags(paths.root, tracking.get_run(paths.root, run_id)["tags"].get("graft.pipeline_run_id", ""))
         graft_lineage = {k: v for k, v in lineage.items() if k.startswith("graft.")}  # not MLflow's run-only tags
         tags = {**{f"graft.gate.{k}": str(v) for k, v in decision.items()}, **graft_lineage,
@@ -136,9 +137,9 @@ def run(params: Params, paths: Paths) -> dict:
         if decision["promote"]:
             tracking.set_alias(paths.root, name, "champion", version)
         aliases = sorted(tracking.version_aliases(paths.root, name, version))
-        tracking_entities.describe_version(paths.root, name, version,
-                                           version_card(candidate, evaluation, decision, meta, lineage),
-                                           registered_model_card(name), model_id)
+        entities.describe_version(paths.root, name, version,
+                                  version_card(candidate, evaluation, decision, meta, lineage),
+                                  registered_model_card(name), model_id)
 
     result = {"model_name": name, "version": version, "aliases": aliases, **decision}
     write_json(paths.metric("register"), {k: round(v, 6) if isinstance(v, float) else v for k, v in result.items()})

@@ -70,7 +70,7 @@ def test_runs_of_a_dead_process_are_killed_and_live_ones_kept(tmp_path):
 
 
 def test_nothing_is_ended_while_another_graft_works_here_or_owes_the_end(tmp_path):
-    from graft import pending
+    from graft.tracking import pending
 
     _killed_midway(tmp_path)
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,

@@ -14,8 +14,9 @@ import urllib.request
 import pytest
 from mlflow.tracking import MlflowClient
 
-from graft import pending, tracking
+from graft import tracking
 from graft.cli import main as graft
+from graft.tracking import pending
 
 
 def _free_port() -> int:

@@ -6,8 +6,8 @@
   was measured on; and as an output of the pipeline run too, so that run shows the logged and registered model;
 - descriptions: the model card on the pipeline run, short ones on the registered model and its versions.
 
-Part of the tracking layer: like graft/tracking.py it imports MLflow (lazily, inside the functions that
-write). The rest (which datasets a run read, their digests) is plain Python over dvc.yaml and dvc.lock.
+Part of the tracking package, so it may import MLflow (lazily, inside the functions that write). The rest
+(which datasets a run read, their digests) is plain Python over dvc.yaml and dvc.lock.
 Every write is best effort, with tracking's retries: a store that does not answer costs a warning, never the
 stage or the pipeline run.
 """
@@ -21,10 +21,12 @@ from pathlib import Path
 
 import yaml
 
-from graft import tracking
 from graft.files import read_json_or_empty
 from graft.paths import Paths
 from graft.report import warn
+from graft.tracking.delivery import is_placeholder
+from graft.tracking.runs import active_run_id, set_tags
+from graft.tracking.store import TrackingError, client_for, tracking_uri, with_retries
 
 NOTE_TAG = "mlflow.note.content"  # a run's Description in the MLflow UI
 CONTEXT_TAG = "mlflow.data.context"  # a dataset input's role (mlflow.utils.mlflow_tags.MLFLOW_DATASET_CONTEXT)
@@ -112,15 +114,15 @@ def model_id_of(model_uri: str) -> str | None:
 def _write(root: Path, what: str, call, *args, **kwargs) -> bool:
     """One write to the store, with tracking's retries; a warning, not an error, if it never answers."""
     try:
-        tracking._with_retries(what, call, *args, **kwargs)
+        with_retries(what, call, *args, **kwargs)
         return True
-    except tracking.TrackingError as e:
-        warn(f"{what}: not recorded in {tracking.tracking_uri(root)} ({e}); everything else of the run is")
+    except TrackingError as e:
+        warn(f"{what}: not recorded in {tracking_uri(root)} ({e}); everything else of the run is")
         return False
 
 
 def _sendable(run_id: str | None) -> bool:
-    return run_id is not None and not tracking._is_placeholder(run_id)
+    return run_id is not None and not is_placeholder(run_id)
 
 
 def _dataset_inputs(refs: list[DatasetRef]) -> list:
@@ -137,7 +139,7 @@ def log_inputs(root: Path, run_id: str, refs: list[DatasetRef]) -> list[str]:
     if not refs or not _sendable(run_id):
         return []
     names = [r.name for r in refs]
-    client = tracking.client_for(root)
+    client = client_for(root)
     if _write(root, f"logging the datasets {', '.join(names)} as inputs of run {run_id}", client.log_inputs, run_id,
               datasets=_dataset_inputs(refs)):
         return names
@@ -148,7 +150,7 @@ def log_stage_inputs(root: Path, stage: str) -> list[str]:
     """The datasets stage `stage` reads, as inputs of the active stage run (call it inside the stage run); the
     names logged. Nothing without an active run. The digests come from dvc.lock, where the upstream stages are
     committed before this one starts (by `graft run` and by `dvc repro` alike)."""
-    run_id = tracking.active_run_id()
+    run_id = active_run_id()
     if not _sendable(run_id):
         return []
     paths = Paths.at(root)
@@ -174,7 +176,7 @@ def link_model_metrics(root: Path, run_id: str, model_uri: str, metrics: dict[st
              for split, values in metrics.items() for key, value in values.items()]
     if items:
         _write(paths.root, f"linking {', '.join(m.key for m in items)} to the logged model {model_id}",
-               tracking.client_for(paths.root).log_batch, run_id, metrics=items)
+               client_for(paths.root).log_batch, run_id, metrics=items)
     return model_id
 
 
@@ -182,7 +184,7 @@ def describe_version(root: Path, name: str, version: str, version_text: str, mod
                      model_id: str | None = None) -> None:
     """Descriptions of a registered model version (and of the logged model `model_id` behind it, the same
     text) and of the registered model."""
-    client = tracking.client_for(root)
+    client = client_for(root)
     _write(root, f"describing {name} version {version}", client.update_model_version, name, version,
            description=version_text)
     if model_id:
@@ -197,16 +199,15 @@ def record_pipeline_entities(root: Path, run_id: str, card: str) -> None:
     inputs, and the model its register stage logged (if register ran under it) as its output, so the run shows
     the logged model and, through it, the registered version."""
     paths = Paths.at(root)
-    tracking.set_tags(run_id, paths.root, {NOTE_TAG: card[:MAX_TAG_VALUE]})  # sent, or kept in .graft/pending/
+    set_tags(run_id, paths.root, {NOTE_TAG: card[:MAX_TAG_VALUE]})  # sent, or kept in .graft/pending/
     if not _sendable(run_id):
         return
     log_inputs(paths.root, run_id, datasets(paths, read_lock(paths.root)))
-    client = tracking.client_for(paths.root)
+    client = client_for(paths.root)
     try:
-        model_ids = tracking._with_retries("finding the model the register stage logged", _register_models,
-                                           client, run_id)
-    except tracking.TrackingError as e:
-        warn(f"the pipeline run {run_id} does not show its model in {tracking.tracking_uri(paths.root)} ({e})")
+        model_ids = with_retries("finding the model the register stage logged", _register_models, client, run_id)
+    except TrackingError as e:
+        warn(f"the pipeline run {run_id} does not show its model in {tracking_uri(paths.root)} ({e})")
         return
     if model_ids:
         from mlflow.entities import LoggedModelOutput

@@ -2,7 +2,7 @@
 
 Training never waits on, or dies with, the tracking server. An entry that cannot be sent is
 appended to `.graft/pending/<run_id>.jsonl`; `graft log --pending` sends them later, in order.
-This module holds plain data only; graft.tracking does the sending.
+This module holds plain data only (no MLflow); graft/tracking/delivery.py does the sending.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ def files_dir(root: Path, run_id: str) -> Path:
 
 
 def owe(root: Path, run_id: str, entry: dict) -> None:
-    """Append one entry for `run_id`, durably. Kinds (graft.tracking sends them): create (the run itself,
-    when it could not be made), params, metrics, tags, text, artifact (a copy under files_dir), terminate."""
+    """Append one entry for `run_id`, durably. Kinds (delivery.py sends them): create (the run itself, when it
+    could not be made), params, metrics, tags, text, artifact (a copy under files_dir), terminate."""
     folder = pending_dir(root)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"{run_id}.jsonl", "a") as f:

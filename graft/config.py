@@ -498,6 +498,13 @@ def _set(tree: Any, parts: list[str], value: Any) -> None:
     tree[parts[-1]] = value
 
 
+def declared_values(params: "Params", keys: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """The validated values of params keys or sections (as a stage's contract lists them): what the run
+    used, as numbers where params.yaml wrote `1e-3`, for logging. Never the raw YAML."""
+    tree = params.model_dump(mode="json")
+    return {key: select(tree, key.split(".")) for key in keys}
+
+
 def select(tree: Any, parts: list[str], default: Any = None) -> Any:
     """The value at a key path (["finetune", "lr"]) in nested dicts, or `default` where there is none."""
     for part in parts:

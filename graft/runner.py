@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from graft import tracking
-from graft.config import Params, load_params
-from graft.dag import load_dag, stage_params
+from graft.config import Params, declared_values, load_params
+from graft.dag import load_dag
 from graft.files import write_json
 from graft.lineage import run_tags
 from graft.paths import Paths
@@ -29,7 +29,7 @@ def run_stage(name: str, params: Params, root: Path, parent_run_id: str | None, 
     tags = run_tags(paths.root, pipeline_id, flow_run_id)
     start = time.perf_counter()
     with tracking.stage_run(paths.root, params.tracking.experiment, name, parent_run_id,
-                            stage_params(paths.root, decl), tags) as run_id:
+                            declared_values(params, decl.params), tags) as run_id:
         entities.log_stage_inputs(paths.root, name)  # the datasets it reads, with their DVC hashes
         if launch.launches_processes(name, params):
             summary = launch.run_under_torchrun(name, params, paths.root, run_id)

@@ -137,3 +137,18 @@ def test_unreadable_params_file_is_one_clear_line(tmp_path, text, expected):
             load(path)
         assert str(e.value).startswith(expected) and "\n" not in str(e.value), str(e.value)
     assert path.read_text() == text
+
+
+def test_logged_params_are_the_validated_values_not_the_raw_yaml():
+    """A hand-written `lr: 1e-3` is a string to YAML 1.1; the stage run logs the number the run used."""
+    import yaml
+
+    from graft.config import declared_values, validate_params
+    from tests.conftest import tiny_params_dict
+
+    raw = tiny_params_dict()
+    raw["finetune"]["lr"] = yaml.safe_load("x: 1e-3")["x"]
+    assert raw["finetune"]["lr"] == "1e-3"  # what DVC and a raw read see
+    values = declared_values(validate_params(raw), ("seed", "finetune.lr", "train"))
+    assert values["finetune.lr"] == 0.001 and values["seed"] == raw["seed"]
+    assert values["train"]["batch_size"] == raw["train"]["batch_size"]

@@ -8,7 +8,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
-.PHONY: setup run test ui server clean
+.PHONY: setup run test test-fast ui server clean
 
 setup: $(STAMP)
 
@@ -21,8 +21,11 @@ $(STAMP): pyproject.toml requirements.lock
 run: setup  ## run the pipeline on params.yaml; make run ARGS="-S finetune.lr=0.001"
 	$(VENV)/bin/graft run $(ARGS)
 
-test: setup  ## the whole test suite
-	$(VENV)/bin/pytest $(ARGS)
+test: setup  ## the whole test suite, then its 15 slowest tests; make test ARGS="-m 'not e2e'" for a part (README, Tests)
+	$(VENV)/bin/pytest --durations=15 $(ARGS)
+
+test-fast: setup  ## the unit tier only (pytest -m unit): under a minute
+	$(VENV)/bin/pytest -m unit $(ARGS)
 
 ui: setup  ## the MLflow UI on http://127.0.0.1:5000
 	$(VENV)/bin/graft ui

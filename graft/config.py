@@ -210,8 +210,8 @@ class OptimParams(Section):
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum.")
     schedule: Literal[SCHEDULES] = Field(
         "cosine", description="Learning rate over each training phase: cosine (to zero), constant, one_cycle "
-                              "(warm up from lr/25, anneal to lr/1e4, as fastai's fit_one_cycle) or warmup_cosine "
-                              "(linear warm-up, then cosine).")
+                              "(warm up from lr/25, then anneal towards lr/2.5e5: torch's OneCycleLR defaults) or "
+                              "warmup_cosine (linear warm-up, then cosine).")
     warmup: float = Field(0.25, ge=0.0, lt=1.0, description="Share of each phase spent warming up (one_cycle, "
                                                              "warmup_cosine; fastai's pct_start).")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing of the training loss.")

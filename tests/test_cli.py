@@ -5,6 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # graft in a subprocess, as a shell pipes it
+
 
 def test_a_closed_pipe_ends_the_command_quietly(workspace):
     """`graft run --dry-run | head -1`: the reader goes away before graft has written everything."""

@@ -1,6 +1,8 @@
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from graft.dag import (EFFECTS_OUTSIDE_DVC, commit_stage, downstream, input_fingerprint, load_dag, may_restore,
                        restore_from_run_cache, stale_stages)
 from graft.stages import STAGES
@@ -52,6 +54,7 @@ def _set_x(root: Path, x: int) -> None:
     (root / "params.yaml").write_text(f"s:\n  x: {x}\n")
 
 
+@pytest.mark.slow  # a real DVC repository, `dvc repro` twice
 def test_restore_from_run_cache_checks_out_a_saved_run_without_running_it(tmp_path):
     root = _toy_repo(tmp_path / "repo")
     _set_x(root, 1)

@@ -56,6 +56,7 @@ def test_a_contract_rejects_a_bare_string_and_persisting_what_it_does_not_write(
     assert Plot("p.csv", x="epoch", y="val_acc").as_dvc() == {"p.csv": {"x": "epoch", "y": "val_acc"}}
 
 
+@pytest.mark.slow  # a copy of the package, in two fresh interpreters
 def test_a_ninth_stage_is_one_new_module(tmp_path):
     """Add graft/stages/report_card.py to a copy of the package: `graft dag --write` puts it after evaluate,
     with its own code deps, and `graft stage report_card` runs it (found through the generated file)."""

@@ -1,5 +1,6 @@
 import torch
 
+from graft.data.dataset import ImageDataset
 from graft.data.synthetic import generate
 from graft.models.backbones import create_backbone
 from graft.models.classifier import GraftClassifier
@@ -41,6 +42,12 @@ def test_no_weight_decay_on_norms_and_biases():
             assert g["weight_decay"] == 0.01 and all(p.ndim > 1 for p in g["params"])
 
 
+def swapped_labels(data: ImageDataset) -> ImageDataset:
+    """The same images with each label moved to the next class: the better a model fits the true labels, the
+    worse it scores here, so as validation data it makes an early epoch the best one, never the last."""
+    return ImageDataset(data.images, (data.labels + 1) % len(data.classes), data.classes)
+
+
 def test_keep_best_returns_the_best_epochs_weights():
     data = generate(["circle_solid", "cross_checker"], 16, 16, 3, seed=0)
     model = tiny_model()
@@ -49,10 +56,14 @@ def test_keep_best_returns_the_best_epochs_weights():
     def remember(row):
         snapshots[row["epoch"]] = {k: v.clone() for k, v in model.state_dict().items()}
 
-    # A rate high enough that the validation loss goes up and down.
-    result = fit(model, data, data, Recipe(epochs=5, lr=0.05, batch_size=8, keep="best", monitor="val_loss"),
+    result = fit(model, data, swapped_labels(data),
+                 Recipe(epochs=5, lr=0.01, batch_size=8, keep="best", monitor="val_loss"),
                  seed=0, stage="t", device=torch.device("cpu"), on_epoch=remember)
+    last = result.history[-1]["epoch"]
     best = min(result.history, key=lambda r: r["val_loss"])["epoch"]
+    assert result.history[0]["train_loss"] > result.history[-1]["train_loss"]  # it did learn the training labels
+    assert best < last, result.history  # else keeping the last epoch would pass too
     assert result.kept_epoch == best
     for k, v in model.state_dict().items():
         assert torch.equal(v, snapshots[best][k]), k
+    assert any(not torch.equal(v, snapshots[last][k]) for k, v in model.state_dict().items())

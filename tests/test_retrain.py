@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 from PIL import Image
 
@@ -15,6 +16,7 @@ def version(number: str, data_hash: str | None, **tags) -> dict:
     return {"version": number, "tags": {"graft.data_hash": data_hash, **tags}}
 
 
+@pytest.mark.slow  # `dvc repro ingest`
 def test_an_outside_folder_that_dvc_cannot_see_counts_as_a_change(workspace, tmp_path):
     feed = tmp_path / "feed"  # a folder another system writes into, outside the repository
     for cls in ("cats", "dogs"):

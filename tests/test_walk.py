@@ -11,6 +11,8 @@ from graft.dag import load_dag, stale_stages
 from graft.walk import InputsChangedError, Plan, walk
 from tests.conftest import dvc
 
+pytestmark = pytest.mark.slow  # real DVC repositories
+
 
 def _repo(root: Path) -> Path:
     """Stage a reads in.txt and a.x; stage b reads a's output and b.y. Each command logs that it ran."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -28,7 +29,8 @@ def setup_torch(params: Params) -> torch.device:
     threads = distributed.threads_per_process(params.train.threads)
     if threads:
         torch.set_num_threads(threads)
-    # Bit-identical reruns on the same machine and build (DESIGN: determinism); cuBLAS needs a fixed
+    # Bit-identical reruns on the same machine and build, which `graft reproduce` and resumed runs rely on
+    # (README; tests/e2e/test_registry.py, tests/faults/test_resume.py); cuBLAS needs a fixed
     # workspace for that, and must be told before its first call.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -38,16 +40,15 @@ def setup_torch(params: Params) -> torch.device:
     return distributed.join(resolve_device(params.train.device))
 
 
-def recipe_from(optim: OptimParams, params: Params, *, lr: float | None = None,
-                weight_decay: float | None = None) -> Recipe:
-    """The loop's recipe from a stage's section: everything trains, at one rate (finetune adds its strategy)."""
-    return Recipe(
-        epochs=optim.epochs, lr=lr if lr is not None else optim.lr, optimizer=optim.optimizer,
-        weight_decay=weight_decay if weight_decay is not None else optim.weight_decay, momentum=optim.momentum,
-        schedule=optim.schedule, warmup=optim.warmup, batch_size=params.train.batch_size,
-        eval_batch_size=params.train.eval_batch_size, label_smoothing=optim.label_smoothing,
-        grad_clip=optim.grad_clip, augment=AugmentSpec(**optim.augment.model_dump()), keep=optim.keep,
-        monitor=optim.monitor, patience=optim.patience, ema_decay=optim.ema_decay, sync_bn=params.train.sync_bn)
+def recipe_from(optim: OptimParams, params: Params, **overrides) -> Recipe:
+    """The loop's recipe from a stage's section: every field of OptimParams (how a stage trains) by name,
+    the batch sizes from `train`, then `overrides` (a rate the stage chooses, finetune's strategy settings).
+    Nothing is copied by hand, so a new OptimParams field reaches the loop once Recipe has it."""
+    recipe_fields = {f.name for f in fields(Recipe)}
+    shared = {name: getattr(optim, name) for name in OptimParams.model_fields if name in recipe_fields}
+    shared["augment"] = AugmentSpec(**optim.augment.model_dump())
+    train = {name: getattr(params.train, name) for name in ("batch_size", "eval_batch_size", "sync_bn")}
+    return Recipe(**{**shared, **train, **overrides})
 
 
 def checkpoint_for(paths: Paths, stage: str, params: Params, contract: Contract) -> Checkpoint:

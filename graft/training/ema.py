@@ -1,4 +1,7 @@
-"""An exponential moving average of the weights (timm's ModelEmaV2, with its warm-up)."""
+"""An exponential moving average of the weights, kept outside the loop as timm's ModelEmaV2/V3 are (a copy of the
+model, updated in place after each step; integer buffers copied, as V3 does). The decay's warm-up is not timm's
+(ModelEmaV2 has none; V3's optional one is a power law): it is TensorFlow's tf.train.ExponentialMovingAverage
+with num_updates, min(decay, (1 + t) / (10 + t))."""
 
 from __future__ import annotations
 

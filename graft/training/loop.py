@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from graft.config import FinetuneParams, OptimParams, TrainParams
 from graft.data.dataset import ImageDataset
 from graft.models.classifier import GraftClassifier
 from graft.models.surgery import apply_bn_policy, trainable_parameter_count
@@ -36,34 +37,45 @@ from graft.training.strategies import (Phase, apply_phase, group_rates, make_opt
                                        set_rates)
 
 
+def _config_default(section: type, name: str):
+    """A field's default as graft/config.py declares it: the one place defaults are written."""
+    return section.model_fields[name].get_default(call_default_factory=True)
+
+
+_OPTIM, _TRAIN, _FT = OptimParams, TrainParams, FinetuneParams
+
+
 @dataclass
 class Recipe:
-    """Everything the loop needs to know about how to train (built by the stage from its params;
-    graft/config.py documents each field)."""
+    """Everything the loop needs to know about how to train. Built by the stages from their validated params
+    (graft.training.common.recipe_from copies every OptimParams field by name); the defaults here are
+    config's own, read from graft/config.py, which documents each field, so there is no second set.
+    `strategy` is the loop's: which parts train (full, linear_probe, gradual_unfreeze); finetune's `auto`
+    and `lp_ft` are chosen above the loop (graft/training/selection.py)."""
 
     epochs: int
     lr: float                        # the head's peak rate
     backbone_lr: float | None = None  # the backbone's (its top group's); None: the same as the head's
-    optimizer: str = "adamw"
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
-    schedule: str = "cosine"
-    warmup: float = 0.25
-    batch_size: int = 64
-    eval_batch_size: int = 64
-    label_smoothing: float = 0.0
-    grad_clip: float = 5.0
-    augment: AugmentSpec = field(default_factory=AugmentSpec)
+    optimizer: str = _config_default(_OPTIM, "optimizer")
+    weight_decay: float = _config_default(_OPTIM, "weight_decay")
+    momentum: float = _config_default(_OPTIM, "momentum")
+    schedule: str = _config_default(_OPTIM, "schedule")
+    warmup: float = _config_default(_OPTIM, "warmup")
+    batch_size: int = _config_default(_TRAIN, "batch_size")
+    eval_batch_size: int = _config_default(_TRAIN, "eval_batch_size")
+    label_smoothing: float = _config_default(_OPTIM, "label_smoothing")
+    grad_clip: float = _config_default(_OPTIM, "grad_clip")
+    augment: AugmentSpec = field(default_factory=lambda: AugmentSpec(**_config_default(_OPTIM, "augment").model_dump()))
     strategy: str = "full"
-    freeze_epochs: int = 1
-    unfrozen_lr_factor: float = 0.5
-    layer_decay: float = 1.0
-    train_bn: bool = True
-    keep: str = "last"
-    monitor: str = "val_acc"
-    patience: int = 0
-    ema_decay: float = 0.0
-    sync_bn: bool = False
+    freeze_epochs: int = _config_default(_FT, "freeze_epochs")
+    unfrozen_lr_factor: float = _config_default(_FT, "unfrozen_lr_factor")
+    layer_decay: float = _config_default(_FT, "layer_decay")
+    train_bn: bool = _config_default(_FT, "train_bn")
+    keep: str = _config_default(_OPTIM, "keep")
+    monitor: str = _config_default(_OPTIM, "monitor")
+    patience: int = _config_default(_OPTIM, "patience")
+    ema_decay: float = _config_default(_OPTIM, "ema_decay")
+    sync_bn: bool = _config_default(_TRAIN, "sync_bn")
 
 
 @dataclass

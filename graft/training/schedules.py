@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 
-# fastai's fit_one_cycle: start at lr/25, end at lr/1e5 (torch's OneCycleLR ends at lr/(25·1e4)).
+# torch's OneCycleLR defaults (div_factor 25, final_div_factor 1e4): start at lr/25, anneal towards
+# lr/(25·1e4) = lr/2.5e5, reached at the end of the phase. fastai's fit_one_cycle starts at lr/25 too
+# but ends at lr/1e5.
 ONE_CYCLE_DIV = 25.0
 ONE_CYCLE_FINAL_DIV = 1e4
 

@@ -11,7 +11,7 @@ from graft import tracking
 from graft.cli import main as graft
 from graft.files import read_json
 from graft.store_check import lost_record
-from tests.conftest import dvc, run_cli
+from tests.conftest import copy_workspace, dvc, graft_in_process
 
 pytestmark = pytest.mark.e2e
 
@@ -19,9 +19,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def finished(two_runs, tmp_path):
     """A private copy of a finished workspace (its store may be deleted here)."""
-    ws = tmp_path / "ws"
-    shutil.copytree(two_runs, ws, symlinks=True)
-    return ws
+    return copy_workspace(two_runs, tmp_path / "ws")
 
 
 def test_a_deleted_store_is_noticed_and_re_recorded(finished, capsys, prefect_server):
@@ -31,7 +29,7 @@ def test_a_deleted_store_is_noticed_and_re_recorded(finished, capsys, prefect_se
     shutil.rmtree(finished / "mlartifacts")
     lost = lost_record(finished, tracking.tracking_uri(finished))
     assert lost and f"version {named['version']}" in lost and "does not exist" in lost
-    assert f"tracking  {lost}" in run_cli(finished, "status").stdout
+    assert f"tracking  {lost}" in graft_in_process(capsys, finished, "status", check=True).stdout
 
     capsys.readouterr()
     assert graft(["-C", str(finished), "run"]) == 0

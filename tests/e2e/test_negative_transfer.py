@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from graft.files import read_json
 from graft.tracking import tracking_uri
-from tests.conftest import run_cli
+from tests.conftest import graft_in_process
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +28,7 @@ def unrelated_weights(ws, params) -> str:
     return "data/weights/unrelated.safetensors"
 
 
-def test_scratch_is_registered_when_pretraining_does_not_pay(workspace, prefect_server):
+def test_scratch_is_registered_when_pretraining_does_not_pay(workspace, prefect_server, capsys):
     ws = workspace
     params = yaml.safe_load((ws / "params.yaml").read_text())
     # Handwritten digits as the target: unrelated to anything the weights saw, and easy for the control to learn.
@@ -39,7 +39,7 @@ def test_scratch_is_registered_when_pretraining_does_not_pay(workspace, prefect_
     params["finetune"]["epochs"] = 10
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
-    out = run_cli(ws, "run").stdout
+    out = graft_in_process(capsys, ws, "run", check=True).stdout
     evaluation = read_json(ws / "metrics/evaluate.json")
     assert evaluation["negative_transfer"] is True and evaluation["better_on_val"] == "scratch"
     assert evaluation["baseline_val_acc"] > evaluation["val_acc"]

@@ -6,7 +6,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from graft.tracking import tracking_uri
-from tests.conftest import run_cli, tiny_params_dict
+from tests.conftest import graft_in_process, tiny_params_dict
 
 pytestmark = pytest.mark.e2e
 
@@ -43,8 +43,11 @@ def test_runs_leave_artifacts_a_model_card_and_a_registered_pyfunc(two_runs):
         assert tag in second.tags, tag
 
 
-def test_compare_lineage_status_and_predict(two_runs):
-    out = run_cli(two_runs, "compare", "--last", "2").stdout
+def test_compare_lineage_status_and_predict(two_runs, capsys):
+    def graft(*args, check=True):  # in this process: what each command says is the point here
+        return graft_in_process(capsys, two_runs, *args, check=check)
+
+    out = graft("compare", "--last", "2").stdout
     header, first, second = out.splitlines()[:3]
     assert "finetune.lr" in header and "test_acc" in header and "transfer_gain" in header
     default_lr = str(tiny_params_dict()["finetune"]["lr"])
@@ -52,8 +55,8 @@ def test_compare_lineage_status_and_predict(two_runs):
     assert "seed" not in header
     assert (two_runs / ".graft/compare.png").read_bytes().startswith(b"\x89PNG")
 
-    lineage = run_cli(two_runs, "lineage").stdout
-    commit = run_cli(two_runs, "lineage", "models:/graft-classifier/2").stdout
+    lineage = graft("lineage").stdout
+    commit = graft("lineage", "models:/graft-classifier/2").stdout
     assert "graft-classifier version 1" in lineage and "aliases: champion" in lineage
     import subprocess
 
@@ -61,7 +64,7 @@ def test_compare_lineage_status_and_predict(two_runs):
     assert f"git commit    {head}" in commit and "finetune.lr = 0.004" in commit
     assert "uncommitted" not in commit
 
-    status = run_cli(two_runs, "status").stdout
+    status = graft("status").stdout
     assert "all up to date" in status and "champion  graft-classifier v1" in status
 
     from PIL import Image
@@ -71,17 +74,17 @@ def test_compare_lineage_status_and_predict(two_runs):
         path = two_runs / f"photo {i}.png"
         Image.new("RGB", (40, 30), colour).save(path)
         images.append(str(path))
-    out = run_cli(two_runs, "predict", *images).stdout.splitlines()
+    out = graft("predict", *images).stdout.splitlines()
     assert out[0].startswith("graft-classifier v1")
     classes = ("circle_checker", "square_dots", "triangle_solid")
     assert len(out) == 3 and all(any(c in line for c in classes) and line.endswith("%") for line in out[1:])
 
-    bad = run_cli(two_runs, "predict", str(two_runs / "missing.png"), check=False)
+    bad = graft("predict", str(two_runs / "missing.png"), check=False)
     assert bad.returncode == 1 and "missing.png" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_reproduce_the_champion_exactly(two_runs):
-    proc = run_cli(two_runs, "reproduce", "models:/graft-classifier/2")
+def test_reproduce_the_champion_exactly(two_runs, capsys):
+    proc = graft_in_process(capsys, two_runs, "reproduce", "models:/graft-classifier/2", check=True)
     assert "exact match" in proc.stdout, proc.stdout + proc.stderr
     assert "evaluate.test_acc" in proc.stdout
     # Every number counts, the per-class report's too (no DVC metric, so it is read from the evaluate run).

@@ -17,7 +17,7 @@ from PIL import Image
 
 from graft.data import synthetic
 from graft.tracking import tracking_uri
-from tests.conftest import make_workspace, run_cli
+from tests.conftest import graft_in_process, make_workspace
 
 pytestmark = pytest.mark.e2e
 
@@ -120,17 +120,15 @@ def test_first_run_trains_and_a_second_without_new_data_trains_nothing(shop, web
     assert run.state.is_completed() and "nothing to train" in run.state.message
 
 
-def test_new_data_added_with_graft_data_add_is_trained_and_gated(shop, webhook, tmp_path):
+def test_new_data_added_with_graft_data_add_is_trained_and_gated(shop, webhook, tmp_path, capsys):
     ws = shop["ws"]
     write_images(tmp_path / "delivery", shop["classes"], 4, seed=1, prefix="second")
-    out = run_cli(ws, "data", "add", str(tmp_path / "delivery")).stdout
+    out = graft_in_process(capsys, ws, "data", "add", str(tmp_path / "delivery"), check=True).stdout
     assert "added 12 images to data/sources/shapes" in out and "git add dvc.lock" in out
-    assert "stale     ingest" in run_cli(ws, "status").stdout
+    assert "stale     ingest" in graft_in_process(capsys, ws, "status", check=True).stdout
 
-    from prefect.settings import PREFECT_API_URL
-
-    # The test's Prefect server, so that the report this process publishes can be read back here.
-    proc = run_cli(ws, "retrain", env={"GRAFT_TEST_WEBHOOK": webhook.url, "PREFECT_API_URL": PREFECT_API_URL.value()})
+    # In this process, on the test's Prefect server: the report it publishes is read back here.
+    proc = graft_in_process(capsys, ws, "retrain", check=True)
     assert "retrain: registered v2" in proc.stdout
     assert versions(ws) == [1, 2]
     tags = MlflowClient(tracking_uri(ws)).get_model_version("graft-classifier", "2").tags
@@ -152,14 +150,14 @@ def test_new_data_added_with_graft_data_add_is_trained_and_gated(shop, webhook, 
     assert versions(ws) == [1, 2]
 
 
-def test_a_run_that_fails_midway_leaves_the_champion_where_it_was(shop, webhook, tmp_path, monkeypatch):
+def test_a_run_that_fails_midway_leaves_the_champion_where_it_was(shop, webhook, tmp_path, monkeypatch, capsys):
     from flows.retrain import retrain
     from graft.stages import finetune
 
     ws = shop["ws"]
     before, versions_before = champion(ws), versions(ws)
     write_images(tmp_path / "delivery", shop["classes"], 3, seed=2, prefix="third")
-    run_cli(ws, "data", "add", str(tmp_path / "delivery"))
+    graft_in_process(capsys, ws, "data", "add", str(tmp_path / "delivery"), check=True)
 
     def out_of_memory(params, paths):
         raise MemoryError("injected failure: finetune ran out of memory")
@@ -173,7 +171,7 @@ def test_a_run_that_fails_midway_leaves_the_champion_where_it_was(shop, webhook,
     assert "injected failure" in outcome["error"] and outcome["champion_after"] == before
     report = latest_report()
     assert "FAILED" in report and "`finetune`" in report and "champion was left where it was" in report
-    status = run_cli(ws, "status").stdout
+    status = graft_in_process(capsys, ws, "status", check=True).stdout
     assert "stale     finetune" in status and "FAILED in finetune" in status
 
 

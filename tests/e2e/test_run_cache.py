@@ -1,5 +1,6 @@
 """`graft run` takes a stale stage from DVC's run cache when the same inputs ran already, as `dvc repro` does:
-the real Prefect flow, DVC and MLflow on tiny data, one finished run shared by this module's tests."""
+the real Prefect flow, DVC and MLflow on tiny data, one finished run (a copy of the session's one_run) shared by
+this module's tests."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from graft.cli import main as graft
 from graft.files import read_json
 from graft.tracking import tracking_uri
-from tests.conftest import dvc, make_workspace, run_cli, tiny_params_dict
+from tests.conftest import copy_workspace, dvc, run_cli, session_server_env, tiny_params_dict
 
 pytestmark = pytest.mark.e2e
 
@@ -17,19 +18,15 @@ RESTORED = "baseline: restored from DVC's run cache (same inputs ran already)"
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, prefect_server):
-    """A workspace after one full `graft run`; each test leaves it up to date again."""
-    ws = make_workspace(tmp_path_factory.mktemp("run_cache") / "ws")
-    assert graft(["-C", str(ws), "run"]) == 0
-    return ws
+def finished(one_run, tmp_path_factory):
+    """A workspace after one full `graft run` (a copy of one_run); each test leaves it up to date again."""
+    return copy_workspace(one_run, tmp_path_factory.mktemp("run_cache") / "ws")
 
 
 def said(ws, *args: str) -> str:
     """What `graft ARGS` printed: the summary on stdout, the flow's progress lines on stderr (Prefect's logger).
     On the test session's Prefect server, so that the command does not start one of its own."""
-    from prefect.settings import PREFECT_API_URL
-
-    proc = run_cli(ws, *args, env={"PREFECT_API_URL": PREFECT_API_URL.value()})
+    proc = run_cli(ws, *args, env=session_server_env())
     return proc.stdout + proc.stderr
 
 

@@ -79,7 +79,8 @@ def test_a_2x2_sweep_shares_pretraining_and_compares_the_variants(tmp_path, pref
     assert sorted(p.name for p in sweep_dir.iterdir()) == ["comparison.png", "results.json", "table.txt"]
 
 
-def test_a_bad_grid_is_refused_before_anything_is_written(workspace):
+def test_a_bad_grid_is_refused_before_anything_is_written(bare_workspace):
+    workspace = bare_workspace
     proc = run_cli(workspace, "sweep", "-S", "finetune.lr=0.01,0.003", "-S", "finetune.lrr=1,2", check=False)
     assert proc.returncode == 1
     assert "unknown key 'finetune.lrr'" in proc.stderr and "did you mean 'finetune.lr'" in proc.stderr
@@ -116,7 +117,8 @@ def test_a_local_dask_cluster_of_two_workers_runs_the_variants_and_a_failed_one_
     ({}, "no Prefect API"),
     ({"PREFECT_API_URL": "http://127.0.0.1:9/api"}, "the Prefect API http://127.0.0.1:9/api does not answer"),
 ])
-def test_a_remote_cluster_is_refused_without_what_its_workers_need(workspace, env, missing):
+def test_a_remote_cluster_is_refused_without_what_its_workers_need(bare_workspace, env, missing):
+    workspace = bare_workspace
     env = {"PREFECT_API_URL": "", **env}
     proc = run_cli(workspace, "sweep", "-S", "finetune.lr=0.01,0.003", "--address", "tcp://127.0.0.1:9", env=env,
                    check=False)

@@ -12,7 +12,9 @@ from PIL import Image
 from graft.models.backbones import create_backbone
 from graft.models.classifier import GraftClassifier
 from graft.models.io import ModelFileError, load_classifier, save_classifier
-from tests.conftest import run_cli
+from tests.conftest import graft_in_process, run_cli, session_server_env
+
+pytestmark = pytest.mark.faults
 
 
 def _use_imagefolder_target(ws, folder: str, bad_files: str = "fail") -> None:
@@ -29,8 +31,8 @@ def _image_folder(root, classes=("cats", "dogs"), per_class=20):
             Image.new("RGB", (24, 20), (10 * i, 100 if c == "cats" else 200, 50)).save(root / c / f"{i}.png")
 
 
-def test_corrupt_images_are_listed_and_earlier_data_survives(workspace):
-    run_cli(workspace, "stage", "ingest")
+def test_corrupt_images_are_listed_and_earlier_data_survives(workspace, capsys):
+    graft_in_process(capsys, workspace, "stage", "ingest", check=True)
     before = (workspace / "data/raw/target.safetensors").read_bytes()
     folder = workspace / "data/sources/pets"
     _image_folder(folder)
@@ -38,32 +40,32 @@ def test_corrupt_images_are_listed_and_earlier_data_survives(workspace):
     (folder / "dogs" / "empty.jpg").write_bytes(b"")
     _use_imagefolder_target(workspace, "data/sources/pets")
 
-    proc = run_cli(workspace, "stage", "ingest", check=False)
+    proc = graft_in_process(capsys, workspace, "stage", "ingest")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "broken.png" in proc.stderr and "empty.jpg" in proc.stderr and "bad_files: skip" in proc.stderr
     assert (workspace / "data/raw/target.safetensors").read_bytes() == before
 
 
-def test_skip_policy_counts_and_records_skipped_files(workspace):
+def test_skip_policy_counts_and_records_skipped_files(workspace, capsys):
     folder = workspace / "data/sources/pets"
     _image_folder(folder)
     (folder / "dogs" / "notes.jpg").write_text("this is text, not a picture")
     _use_imagefolder_target(workspace, "data/sources/pets", bad_files="skip")
-    run_cli(workspace, "stage", "ingest")
+    graft_in_process(capsys, workspace, "stage", "ingest", check=True)
     sidecar = yaml.safe_load((workspace / "data/raw/target.json").read_text())
     assert sidecar["count"] == 40
     assert [s["path"].endswith("notes.jpg") for s in sidecar["skipped"]] == [True]
-    run_cli(workspace, "stage", "prepare")
+    graft_in_process(capsys, workspace, "stage", "prepare", check=True)
     manifest = json.loads((workspace / "data/prepared/target/manifest.json").read_text())
     assert [s["path"].endswith("notes.jpg") for s in manifest["skipped_files"]] == [True]
 
 
-def test_empty_class_folder_is_named(workspace):
+def test_empty_class_folder_is_named(workspace, capsys):
     folder = workspace / "data/sources/pets"
     _image_folder(folder)
     (folder / "birds").mkdir()
     _use_imagefolder_target(workspace, "data/sources/pets")
-    proc = run_cli(workspace, "stage", "ingest", check=False)
+    proc = graft_in_process(capsys, workspace, "stage", "ingest")
     assert proc.returncode == 1 and "birds" in proc.stderr
 
 
@@ -152,7 +154,7 @@ def test_failed_write_keeps_the_previous_model(stage_root, tiny_params, monkeypa
     assert sorted(p.name for p in paths.models.iterdir() if p.name.startswith(".")) == []  # no partial files left
 
 
-def test_mixed_modes_sizes_and_odd_names_are_read(workspace):
+def test_mixed_modes_sizes_and_odd_names_are_read(workspace, capsys):
     folder = workspace / "data/sources/odd"
     (folder / "a").mkdir(parents=True)
     (folder / "b").mkdir(parents=True)
@@ -164,31 +166,30 @@ def test_mixed_modes_sizes_and_odd_names_are_read(workspace):
         for cls in ("a", "b"):
             Image.new("RGB", (20, 20), (i * 10, 0, 0)).save(folder / cls / f"extra{i}.jpg")
     _use_imagefolder_target(workspace, "data/sources/odd")
-    run_cli(workspace, "stage", "ingest")
+    graft_in_process(capsys, workspace, "stage", "ingest", check=True)
     sidecar = json.loads((workspace / "data/raw/target.json").read_text())
     assert sidecar["count"] == 40 and sidecar["shape"] == [3, 16, 16] and sidecar["skipped"] == []
 
 
-def test_decompression_bomb_is_refused(workspace):
+def test_decompression_bomb_is_refused(workspace, capsys):
     folder = workspace / "data/sources/bomb"
     _image_folder(folder)
     Image.new("1", (14000, 14000)).save(folder / "cats" / "huge.png")  # 196 megapixels, a few kB on disk
     _use_imagefolder_target(workspace, "data/sources/bomb")
-    proc = run_cli(workspace, "stage", "ingest", check=False)
+    proc = graft_in_process(capsys, workspace, "stage", "ingest")
     assert proc.returncode == 1 and "huge.png" in proc.stderr and "pixels" in proc.stderr, proc.stderr
 
 
-@pytest.mark.e2e
-def test_a_stage_error_in_graft_run_is_said_once(workspace):
+def test_a_stage_error_in_graft_run_is_said_once(workspace, prefect_server):
     """Not four times inside Prefect's tracebacks: once, as graft's own error line; -v adds the tracebacks."""
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     params["data"]["labels_per_class"] = 500  # more than the target data has: prepare refuses
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    proc = run_cli(workspace, "run", check=False)
+    proc = run_cli(workspace, "run", check=False, env=session_server_env())
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
     assert out.count("data.labels_per_class (500)") == 1 and "Traceback" not in out, out
     assert proc.stderr.splitlines()[-1].startswith("graft: error: target classes with too few images"), out
 
-    verbose = run_cli(workspace, "run", "-v", check=False)
+    verbose = run_cli(workspace, "run", "-v", check=False, env=session_server_env())
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr and "DataError" in verbose.stderr

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.conftest import run_cli
+from tests.conftest import graft_in_process, run_cli, session_server_env
+
+pytestmark = pytest.mark.faults
 
 CASES = [
     (["finetune.lrr=0.1"], ["unknown key 'finetune.lrr'", "did you mean 'finetune.lr'"]),
@@ -22,16 +24,17 @@ CASES = [
 
 
 @pytest.mark.parametrize("overrides,expected", CASES, ids=[c[0][0] for c in CASES])
-def test_refused_before_any_work(workspace, overrides, expected):
+def test_refused_before_any_work(bare_workspace, capsys, overrides, expected):
+    workspace = bare_workspace
     before = (workspace / "params.yaml").read_text()
     args = [a for o in overrides for a in ("-S", o)]
-    proc = run_cli(workspace, "run", *args, check=False)
+    proc = graft_in_process(capsys, workspace, "run", *args)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     for text in expected:
         assert text in proc.stderr, (text, proc.stderr)
     assert "Traceback" not in proc.stderr
     assert (workspace / "params.yaml").read_text() == before
-    assert not (workspace / "data/raw").exists()
+    assert not (workspace / "data/raw").exists() and not (workspace / "mlflow.db").exists()
 
 
 def _set(workspace, section: str, key: str, value) -> None:
@@ -40,26 +43,27 @@ def _set(workspace, section: str, key: str, value) -> None:
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def test_dry_run_validates_overrides_but_writes_nothing(workspace):
+def test_dry_run_validates_overrides_but_writes_nothing(workspace, capsys):
     before = (workspace / "params.yaml").read_text()
-    proc = run_cli(workspace, "run", "--dry-run", "-S", "finetune.lr=0.5")
+    proc = graft_in_process(capsys, workspace, "run", "--dry-run", "-S", "finetune.lr=0.5")
+    assert proc.returncode == 0, proc.stderr
     assert "would set finetune.lr=0.5" in proc.stdout
     assert (workspace / "params.yaml").read_text() == before
 
 
-def test_label_budget_above_the_data_names_the_numbers(workspace):
-    run_cli(workspace, "stage", "ingest")
+def test_label_budget_above_the_data_names_the_numbers(workspace, capsys):
+    graft_in_process(capsys, workspace, "stage", "ingest", check=True)
     _set(workspace, "data", "labels_per_class", 500)
-    proc = run_cli(workspace, "stage", "prepare", check=False)
+    proc = graft_in_process(capsys, workspace, "stage", "prepare")
     assert proc.returncode == 1
     assert "data.labels_per_class (500)" in proc.stderr and "Lower those numbers or add images" in proc.stderr
 
 
-def test_a_single_class_is_refused(workspace):
+def test_a_single_class_is_refused(workspace, capsys):
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     params["ingest"]["target"]["classes"] = ["circle_checker"]
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    proc = run_cli(workspace, "stage", "ingest", check=False)
+    proc = graft_in_process(capsys, workspace, "stage", "ingest")
     assert proc.returncode == 1 and "at least two" in proc.stderr, proc.stderr
     assert not (workspace / "data/raw").exists()
 
@@ -68,22 +72,21 @@ def test_a_single_class_is_refused(workspace):
     ("seed: 0\ndata:\n  image_size: [16\n", "params.yaml is not valid YAML at line 4, column 1"),
     ("", "params.yaml is empty; restore it with `git checkout params.yaml`"),
 ], ids=["invalid-yaml", "empty"])
-def test_unreadable_params_file_is_one_line(workspace, text, expected):
+def test_unreadable_params_file_is_one_line(workspace, capsys, text, expected):
     (workspace / "params.yaml").write_text(text)
     for args in (["run"], ["run", "-S", "finetune.lr=0.1"], ["status"]):
-        proc = run_cli(workspace, *args, check=False)
+        proc = graft_in_process(capsys, workspace, *args)
         assert proc.returncode == 1, proc.stdout + proc.stderr
         assert proc.stderr.startswith(f"graft: error: {expected}") and proc.stderr.count("\n") == 1, proc.stderr
     assert (workspace / "params.yaml").read_text() == text
     assert not (workspace / "data/raw").exists()
 
 
-@pytest.mark.e2e
-def test_an_override_that_fails_on_the_data_is_taken_back(workspace):
+def test_an_override_that_fails_on_the_data_is_taken_back(workspace, prefect_server):
     """Valid by the schema, too large for the data: prepare fails, and params.yaml gets its bytes back,
     so the next plain `graft run` does not fail the same way."""
     before = (workspace / "params.yaml").read_bytes()
-    proc = run_cli(workspace, "run", "-S", "data.labels_per_class=95", check=False)
+    proc = run_cli(workspace, "run", "-S", "data.labels_per_class=95", check=False, env=session_server_env())
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "params.yaml: set data.labels_per_class=95" in proc.stdout
     assert "graft: error: " in proc.stderr and "data.labels_per_class (95)" in proc.stderr, proc.stderr

@@ -11,9 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
-from tests.conftest import dvc, make_workspace
+from tests.conftest import copy_workspace, dvc, make_workspace
+
+pytestmark = pytest.mark.faults
 
 
 def _longer_pretraining(ws: Path) -> None:
@@ -23,8 +26,10 @@ def _longer_pretraining(ws: Path) -> None:
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def _workspace(root: Path) -> Path:
-    ws = make_workspace(root)
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """A workspace with longer pretraining where `dvc repro prepare` ran; the tests work on copies of it."""
+    ws = make_workspace(tmp_path_factory.mktemp("resume") / "ws")
     _longer_pretraining(ws)
     dvc(ws, "repro", "prepare")
     return ws
@@ -60,8 +65,8 @@ def _kill_dvc_repro_pretrain_after(ws: Path, epochs: int) -> None:
     proc.wait()
 
 
-def test_killed_pretraining_resumes_and_matches_an_uninterrupted_run(tmp_path):
-    interrupted = _workspace(tmp_path / "interrupted")
+def test_killed_pretraining_resumes_and_matches_an_uninterrupted_run(prepared, tmp_path):
+    interrupted = copy_workspace(prepared, tmp_path / "interrupted")
     _kill_dvc_repro_pretrain_after(interrupted, 3)
     killed_at = _checkpoint_epoch(interrupted)
     assert 3 <= killed_at < 60
@@ -71,7 +76,7 @@ def test_killed_pretraining_resumes_and_matches_an_uninterrupted_run(tmp_path):
     assert "pretrain: resuming after epoch" in resumed, resumed
     assert not list((interrupted / ".graft/checkpoints/pretrain").glob("*.pt"))  # finished runs clean up
 
-    straight = _workspace(tmp_path / "straight")
+    straight = copy_workspace(prepared, tmp_path / "straight")
     dvc(straight, "repro", "pretrain")
     assert json.loads((interrupted / "metrics/pretrain.json").read_text()) == \
            json.loads((straight / "metrics/pretrain.json").read_text())
@@ -89,12 +94,31 @@ def _history_without_timing(ws: Path) -> list[dict]:
     return rows
 
 
-def test_changed_params_start_over_and_say_so(tmp_path):
-    ws = _workspace(tmp_path / "ws")
+def _dvc_repro_pretrain_until(ws: Path, line: str) -> str:
+    """What `dvc repro pretrain` prints up to the first line that contains `line`; then it is killed."""
+    dvc_exe = str(Path(sys.executable).with_name("dvc"))
+    proc = subprocess.Popen([dvc_exe, "repro", "pretrain"], cwd=ws, env=_dvc_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = []
+    try:
+        for printed in proc.stdout:
+            seen.append(printed)
+            if line in printed:
+                break
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return "".join(seen)
+
+
+def test_changed_params_start_over_and_say_so(prepared, tmp_path):
+    ws = copy_workspace(prepared, tmp_path / "ws")
     _kill_dvc_repro_pretrain_after(ws, 2)
 
     params = yaml.safe_load((ws / "params.yaml").read_text())
     params["pretrain"]["lr"] = params["pretrain"]["lr"] / 2
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = dvc(ws, "repro", "pretrain").stdout
+    # Up to the first trained epoch: by then the stage has said whether it resumes, and trains epoch 1 again.
+    out = _dvc_repro_pretrain_until(ws, "pretrain: epoch ")
     assert "starting over" in out and "resuming" not in out, out
+    assert "pretrain: epoch 1/60" in out, out

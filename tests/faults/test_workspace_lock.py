@@ -11,7 +11,9 @@ import sys
 import pytest
 
 from graft.workspace_lock import WorkspaceBusy, hold
-from tests.conftest import dvc, run_cli
+from tests.conftest import dvc, graft_in_process
+
+pytestmark = pytest.mark.faults
 
 HOLDER = ("import sys, time\n"
           "from graft.workspace_lock import hold\n"
@@ -29,9 +31,9 @@ def holder(workspace):
     proc.wait()
 
 
-def test_second_writer_is_refused_naming_the_first(workspace, holder):
+def test_second_writer_is_refused_naming_the_first(workspace, holder, capsys):
     for args in (["run"], ["stage", "ingest"]):
-        proc = run_cli(workspace, *args, check=False)
+        proc = graft_in_process(capsys, workspace, *args)
         assert proc.returncode == 1, proc.stdout
         assert f"PID {holder.pid}" in proc.stderr and "graft run -S finetune.lr=0.1" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
@@ -41,8 +43,8 @@ def test_second_writer_is_refused_naming_the_first(workspace, holder):
     assert out.returncode != 0 and f"PID {holder.pid}" in out.stdout + out.stderr
 
 
-def test_dry_run_is_not_refused(workspace, holder):
-    assert "would run" in run_cli(workspace, "run", "--dry-run").stdout
+def test_dry_run_is_not_refused(workspace, holder, capsys):
+    assert "would run" in graft_in_process(capsys, workspace, "run", "--dry-run", check=True).stdout
 
 
 def test_lock_of_a_killed_process_is_taken_over(workspace, holder):

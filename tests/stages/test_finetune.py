@@ -10,6 +10,7 @@ from graft.files import read_json
 from graft.models.io import load_classifier
 from graft.paths import Paths
 from graft.stages import finetune, pretrain, replace_head
+from tests.conftest import swap_validation_labels
 
 
 def with_finetune(params, **changes):
@@ -115,14 +116,27 @@ def test_label_smoothing_and_gradient_clipping_change_training(grafted, tiny_par
 
 
 def test_augmentation_ema_and_best_epoch(grafted, tiny_params):
-    params = with_finetune(tiny_params, epochs=4, ema_decay=0.9, keep="best", monitor="val_loss")
+    swap_validation_labels(grafted)  # so that the best epoch is not the last
+    # A constant rate: a run of fewer epochs then takes the same steps as the first epochs of this one.
+    params = with_finetune(tiny_params, strategy="full", epochs=4, ema_decay=0.9, keep="best", monitor="val_loss",
+                           schedule="constant")
     params.finetune.augment.crop_padding, params.finetune.augment.flip = 2, True
     params.finetune.augment.trivial_augment = True
     metrics = finetune.run(params, grafted)
     rows = history(grafted)
     best = min(rows, key=lambda r: r["val_loss"])
+    assert best["epoch"] < rows[-1]["epoch"] == 4, rows
     assert metrics["kept_epoch"] == best["epoch"] and metrics["val_loss"] == pytest.approx(best["val_loss"], abs=1e-5)
     assert read_json(grafted.model("finetuned").with_suffix(".json"))["kept_epoch"] == best["epoch"]
+    kept = load_classifier(grafted.model("finetuned"))[0].state_dict()
+
+    # The written weights are the best epoch's (its moving average): those of the same run stopped there.
+    finetune.run(with_finetune(params, epochs=int(best["epoch"]), keep="last"), grafted)
+    stopped = load_classifier(grafted.model("finetuned"))[0].state_dict()
+    assert all(torch.equal(kept[k], stopped[k]) for k in kept)
+    finetune.run(with_finetune(params, keep="last"), grafted)  # and not the last epoch's
+    last = load_classifier(grafted.model("finetuned"))[0].state_dict()
+    assert not all(torch.equal(kept[k], last[k]) for k in kept)
 
 
 def test_early_stopping(grafted, tiny_params):
@@ -229,15 +243,14 @@ def test_checkpoint_loads_without_the_unpickler(grafted, tiny_params, monkeypatc
 
 
 @pytest.mark.e2e
-def test_every_strategy_runs_through_the_real_pipeline(workspace, prefect_server):
+def test_every_strategy_runs_through_the_real_pipeline(finished_copy, prefect_server):
     """graft run (Prefect, DVC, MLflow) with each strategy: only finetune and what follows it reruns."""
     from mlflow.tracking import MlflowClient
 
     from graft.cli import main as graft
     from graft.tracking import tracking_uri
 
-    ws = workspace
-    assert graft(["-C", str(ws), "run"]) == 0
+    ws = finished_copy  # after one `graft run` with the default strategy
     default = read_json(ws / "metrics/finetune.json")["strategy"]
     client = MlflowClient(tracking_uri(ws))
     for strategy in [s for s in ("full", "linear_probe", "gradual_unfreeze", "lp_ft") if s != default]:

@@ -77,6 +77,7 @@ def test_imports_a_local_state_dict_end_to_end(stage_root):
     assert finetune.run(params, paths)["epochs"] == 2
 
 
+@pytest.mark.slow  # a full-size resnet18
 def test_imports_published_torchvision_weights_from_a_safetensors_file(stage_root):
     from safetensors.torch import save_file
 

@@ -114,6 +114,7 @@ def test_clearly_better_challenger_is_promoted(finetuned, tiny_params):
     assert str(client.get_model_version_by_alias(tiny_params.tracking.model_name, "champion").version) == "2"
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_champion_predicts_raw_images_in_a_fresh_process(finetuned, tiny_params):
     import subprocess
     import sys

@@ -26,7 +26,7 @@ GATE_TAGS = ("graft.gate.promote", "graft.gate.p_value", "graft.gate.test_hash",
 def team_run(tmp_path_factory, prefect_server, mlflow_on_postgres):
     """A workspace after two `graft run`s against the server, the second with another finetune.lr;
     MLFLOW_TRACKING_URI stays set for the module's tests."""
-    ws = make_workspace(tmp_path_factory.mktemp("team") / "ws")
+    ws = make_workspace(tmp_path_factory.mktemp("team") / "ws", store=False)  # no local store: it must stay so
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", mlflow_on_postgres.uri)
         for extra in ([], ["-S", "finetune.lr=0.004"]):

@@ -19,13 +19,23 @@ def test_convolutional_models_train_in_channels_last_and_others_do_not():
     assert placement_for(nn.Linear(4, 2), cpu).memory_format == torch.contiguous_format
 
 
-def test_cpu_batches_stay_float32_and_on_the_host():
+def test_cpu_batches_stay_uint8_on_the_host_and_the_model_computes_in_float32():
+    """On the CPU, Placement.batch moves nothing: the images stay uint8 (the model normalises them), in the
+    model's layout, unpinned; there is no autocast, so the forward pass is float32 throughout."""
     place = placement_for(tiny_model(), torch.device("cpu"))
     images = torch.zeros(4, 3, 16, 16, dtype=torch.uint8)
     x = place.batch(images)
-    assert x.dtype == torch.uint8 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_pinned()
+    assert x.dtype == torch.uint8 and x.device.type == "cpu" and not x.is_pinned()
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    labels = place.batch(torch.zeros(4, dtype=torch.int64))
+    assert labels.dtype == torch.int64 and labels.device.type == "cpu"
+    model = tiny_model()
+    seen = []
+    model.head.register_forward_hook(lambda module, args, out: seen.append((args[0].dtype, out.dtype)))
     with place.autocast():
-        assert tiny_model()(x).dtype == torch.float32
+        assert not torch.is_autocast_enabled("cpu")
+        assert model(x).dtype == torch.float32
+    assert seen == [(torch.float32, torch.float32)]  # the head's input (the features) and output
 
 
 def test_a_trained_model_comes_back_in_the_default_layout():

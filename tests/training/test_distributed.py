@@ -28,6 +28,8 @@ from graft.training.checkpoint import Checkpoint
 from graft.training.loop import Recipe, fit
 from tests.conftest import REPO, tiny_params_dict
 
+pytestmark = pytest.mark.slow  # torchrun process groups
+
 EPOCHS, STOP_AFTER = 4, 2
 LOSS_RTOL, ACC_ATOL = 0.06, 0.15
 

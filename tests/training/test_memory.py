@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each probe is a fresh interpreter
+
 REPO = Path(__file__).resolve().parents[2]
 
 # A fresh interpreter, so that no earlier test has set the thresholds already. It allocates one

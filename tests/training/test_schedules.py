@@ -29,6 +29,17 @@ def test_one_cycle_warms_up_from_a_25th_then_anneals_far_below():
     assert c[-1] < 1e-3 and lr_factor("one_cycle", STEPS, STEPS, 0.3) == pytest.approx(1 / (25 * 1e4))
 
 
+def test_one_cycle_starts_and_ends_where_torchs_one_cycle_lr_does():
+    """What config.py says of one_cycle: torch's OneCycleLR defaults, from lr/25 towards lr/2.5e5."""
+    import torch
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1.0, total_steps=STEPS, pct_start=0.3)
+    group = optimizer.param_groups[0]
+    assert lr_factor("one_cycle", 0, STEPS, 0.3) == pytest.approx(group["initial_lr"]) == pytest.approx(1 / 25)
+    assert lr_factor("one_cycle", STEPS, STEPS, 0.3) == pytest.approx(group["min_lr"]) == pytest.approx(1 / 2.5e5)
+
+
 def test_warmup_cosine_rises_linearly_then_follows_cosine():
     c = curve("warmup_cosine", warmup=0.1)
     assert c[:10] == pytest.approx([(s + 1) / 11 for s in range(10)])

@@ -1,8 +1,8 @@
 """Shared fixtures: tiny params, a prepared tiny workspace, temporary repository copies, one Prefect server.
 
 What every test would otherwise pay again is made once per session and copied: the workspace (the repository's
-files, tiny params, a git commit) and an empty MLflow store with its schema migrated (4 s each on 2 cores).
-Each test module's tier (unit, faults, e2e; slow on top) is set below, by folder, in pytest_collection_modifyitems.
+files, tiny params, a git commit), an empty MLflow store with its schema migrated (1 to 4 s each on 2 cores), and
+finished pipeline runs (one_run, two_runs). Each test's one tier (unit, slow, faults, e2e) is set below.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def _workspace_template() -> Path:
 
 def _empty_store() -> Path:
     """An MLflow sqlite store as graft's first tracking call leaves it (schema migrated, no runs): made once per
-    session. Migrating a new store is most of the 4 s its first MlflowClient call takes."""
+    session. Migrating a new store is most of what its first MlflowClient call costs (1 to 4 s on 2 cores)."""
     store = _session_dir() / "mlflow.db"
     if not store.exists():
         from mlflow.tracking import MlflowClient
@@ -151,10 +151,12 @@ def _empty_store() -> Path:
 
 def _copy_store(src: Path, dst: Path) -> None:
     """A consistent copy of a sqlite file, whatever MLflow's engine still holds open (sqlite's backup API)."""
-    with sqlite3.connect(src) as source, sqlite3.connect(dst) as target:
+    source, target = sqlite3.connect(src), sqlite3.connect(dst)
+    try:
         source.backup(target)
-    source.close()
-    target.close()
+    finally:
+        source.close()
+        target.close()
 
 
 def add_empty_store(root: Path, name: str | None = None) -> Path:
@@ -293,7 +295,7 @@ def finished_copy(one_run, tmp_path) -> Path:
     return copy_workspace(one_run, tmp_path / "ws")
 
 
-_UNREWRITTEN = (".git", ".dvc/cache")  # content-addressed and relative: no absolute paths in them
+_UNREWRITTEN = (".git/", ".dvc/cache/")  # content-addressed, with relative paths only
 
 
 def _files_naming(root: Path, text: bytes) -> list[Path]:

@@ -369,3 +369,14 @@ def dvc(ws: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess
     if check and proc.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def dvc_repo(root: Path, dvc_yaml: str, files: dict[str, str]) -> Path:
+    """A new git + DVC repository at `root` with this dvc.yaml and these files (tests of DVC behaviour)."""
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    dvc(root, "init", "-q")
+    (root / "dvc.yaml").write_text(dvc_yaml)
+    for name, text in files.items():
+        (root / name).write_text(text)
+    return root

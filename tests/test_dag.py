@@ -1,4 +1,3 @@
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -6,7 +5,7 @@ import pytest
 from graft.dag import (EFFECTS_OUTSIDE_DVC, commit_stage, downstream, input_fingerprint, load_dag, may_restore,
                        restore_from_run_cache, stale_stages)
 from graft.stages import STAGES
-from tests.conftest import dvc
+from tests.conftest import dvc, dvc_repo
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,14 +39,8 @@ def test_a_stale_stage_may_be_restored_unless_forced_or_its_effect_is_outside_dv
 
 def _toy_repo(root: Path) -> Path:
     """A DVC repository with one stage that reads a dep and a param, and logs every time its command runs."""
-    root.mkdir()
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    dvc(root, "init", "-q")
-    (root / "dvc.yaml").write_text(
-        "stages:\n  s:\n    cmd: echo ran >> commands.log && cat in.txt params.yaml > out.txt\n"
-        "    deps: [in.txt]\n    params: [s.x]\n    outs: [out.txt]\n")
-    (root / "in.txt").write_text("a\n")
-    return root
+    return dvc_repo(root, "stages:\n  s:\n    cmd: echo ran >> commands.log && cat in.txt params.yaml > out.txt\n"
+                          "    deps: [in.txt]\n    params: [s.x]\n    outs: [out.txt]\n", {"in.txt": "a\n"})
 
 
 def _set_x(root: Path, x: int) -> None:

@@ -9,23 +9,20 @@ import pytest
 
 from graft.dag import load_dag, stale_stages
 from graft.walk import InputsChangedError, Plan, walk
-from tests.conftest import dvc
+from tests.conftest import dvc_repo
 
 pytestmark = pytest.mark.slow  # real DVC repositories
 
 
 def _repo(root: Path) -> Path:
     """Stage a reads in.txt and a.x; stage b reads a's output and b.y. Each command logs that it ran."""
-    root.mkdir()
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    dvc(root, "init", "-q")
-    (root / "dvc.yaml").write_text(
+    dvc_repo(root,
         "stages:\n"
         "  a:\n    cmd: echo a >> ran.log && cat in.txt > a.txt && echo ${a.x} >> a.txt\n"
         "    deps: [in.txt]\n    params: [a.x]\n    outs: [a.txt]\n"
         "  b:\n    cmd: echo b >> ran.log && cat a.txt > b.txt && echo ${b.y} >> b.txt\n"
-        "    deps: [a.txt]\n    params: [b.y]\n    outs: [b.txt]\n")
-    (root / "in.txt").write_text("input\n")
+        "    deps: [a.txt]\n    params: [b.y]\n    outs: [b.txt]\n",
+        {"in.txt": "input\n"})
     _params(root, x=1, y=1)
     return root
 

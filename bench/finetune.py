@@ -75,9 +75,10 @@ def params_for(raw: dict, seed: int, budget: int, per_class: int, finetune: dict
 
 
 def test_accuracy(paths: Paths, name: str, params: Params) -> float:
+    from graft.data.store import load_domain
     from graft.models.io import load_classifier
-    from graft.training.common import load_domain, setup_torch
     from graft.training.loop import evaluate
+    from graft.training.runtime import setup_torch
 
     device = setup_torch(params)
     data, _ = load_domain(paths, "target")
@@ -183,7 +184,8 @@ def throughput(images: int = 4096, epochs: int = 3) -> str:
     from graft.models.backbones import create_backbone
     from graft.models.classifier import GraftClassifier
     from graft.training.augment import AugmentSpec
-    from graft.training.loop import Recipe, fit
+    from graft.training.loop import fit
+    from graft.training.recipe import Recipe
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     torch.set_num_threads(raw["train"]["threads"])

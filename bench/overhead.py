@@ -88,12 +88,13 @@ def checkpoint_and_validation_seconds(ws: Path, params: dict) -> tuple[float, fl
     sys.path.insert(0, str(ws))
 
     from graft.config import validate_params
+    from graft.data.store import load_domain
     from graft.models.io import architecture_of, build_classifier
     from graft.paths import Paths
     from graft.training.checkpoint import Checkpoint
-    from graft.training.common import load_domain, setup_torch
     from graft.training.device import placement_for
     from graft.training.loop import evaluate
+    from graft.training.runtime import setup_torch
     from graft.training.strategies import make_optimizer
 
     p = validate_params(params)

@@ -34,8 +34,9 @@ from graft.data.dataset import ImageDataset
 from graft.models.backbones import create_backbone
 from graft.models.classifier import GraftClassifier
 from graft.training.device import Placement
-from graft.training.loop import Recipe, fit
+from graft.training.loop import fit
 from graft.training.memory import keep_freed_memory
+from graft.training.recipe import Recipe
 from graft.training.schedules import lr_factor
 from graft.training.strategies import make_optimizer
 

@@ -34,8 +34,9 @@ from graft.data.synthetic import default_classes, generate
 from graft.models.backbones import create_backbone
 from graft.models.classifier import GraftClassifier
 from graft.training.device import resolve_device
-from graft.training.loop import Recipe, fit
+from graft.training.loop import fit
 from graft.training.memory import keep_freed_memory
+from graft.training.recipe import Recipe
 
 DEFAULT_IMAGES = {"tiny_cnn": 4096, "resnet18": 512}  # about 1-2 s and 6-10 s an epoch on 2 CPU cores
 LR, WEIGHT_DECAY, CLIP = 1e-3, 5e-4, 5.0

@@ -20,7 +20,8 @@ from graft import tracking
 from graft.data.synthetic import default_classes, generate
 from graft.models.backbones import create_backbone
 from graft.models.classifier import GraftClassifier
-from graft.training.loop import Recipe, fit
+from graft.training.loop import fit
+from graft.training.recipe import Recipe
 
 
 def main() -> None:

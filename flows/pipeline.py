@@ -13,10 +13,10 @@ from prefect.cache_policies import NO_CACHE
 
 from graft import tracking
 from graft.config import Params, load_params
-from graft.dag import downstream, load_dag
+from graft.dvc import downstream, load_dag
 from graft.lineage import run_tags
 from graft.paths import Paths
-from graft.report import warn
+from graft.console import warn
 from graft.runner import record_pipeline
 from graft.summary import save_stage_statuses
 from graft.walk import Plan, walk

@@ -20,7 +20,7 @@ from graft.config import load_params
 from graft.errors import UsageError
 from graft.files import read_json_or_empty, write_json
 from graft.paths import Paths
-from graft.report import say, warn
+from graft.console import say, warn
 from graft.workspace_lock import hold
 
 REPORT_KEY = "graft-retrain-report"
@@ -87,15 +87,10 @@ def retrain(root: str = "."):
 
 
 def run_pipeline(paths: Paths, check: graft.retrain.ChangeCheck) -> dict:
-    """The pipeline as a subflow. DVC cannot see folders outside the repository: their change forces
-    ingest, and DVC takes it from there. Data that differs from the champion's while every stage is
-    up to date (versions lost, another dvc.lock checked out) reruns register, so that a change always
-    ends in a gated model."""
+    """The pipeline as a subflow, forcing the stage the check names (ChangeCheck.stage_to_force)."""
     from flows.pipeline import pipeline
 
-    force = ("ingest" if check.external_changed and "ingest" not in check.stale
-             else "register" if not check.stale and not check.external_changed else None)
-    return pipeline(root=str(paths.root), force=force)
+    return pipeline(root=str(paths.root), force=check.stage_to_force)
 
 
 def _champion_or_none(paths: Paths) -> dict | None:

@@ -22,7 +22,7 @@ from graft import tracking
 from graft.config import load_params
 from graft.lineage import run_tags
 from graft.paths import Paths
-from graft.report import say, warn
+from graft.console import say, warn
 from graft.walk import Plan
 
 
@@ -58,7 +58,7 @@ def run_variant(store: str, workspace: str, variant: graft.sweep.Variant, plan: 
 def promote(store: str, workspace: str, pipeline_run_id: str) -> dict:
     """`register` for the chosen variant, through the normal gate, nested under its pipeline run."""
     _report_to(store)
-    from graft.dag import commit_stage
+    from graft.dvc import commit_stage
     from graft.files import read_json
     from graft.runner import run_stage
 

@@ -310,7 +310,7 @@ def _restore_params(path: Path, before: bytes, overrides: list[str]) -> str:
 
 
 def _run_with(args, paths, params, killed_holder: dict | None) -> int:
-    from graft.dag import downstream, load_dag, missing_params, stale_stages
+    from graft.dvc import downstream, load_dag, missing_params, stale_stages
     from graft.summary import render, save_stage_statuses
 
     dag = load_dag(paths.root)
@@ -421,7 +421,7 @@ def cmd_status(args, root: Path) -> int:
     import time
 
     from graft.config import load_params
-    from graft.dag import locked_hash, stale_stages
+    from graft.dvc import locked_hash, stale_stages
     from graft.paths import Paths
 
     paths = Paths.at(root)

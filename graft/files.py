@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -65,3 +66,29 @@ def sha256_of(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    """A stage's per-epoch rows as CSV (the DVC plot), floats to six places."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(history[0]) if history else ["epoch"]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})
+    tmp.replace(path)
+
+
+def _rounded(value):
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
+
+
+def write_metrics(path: Path, metrics: dict) -> None:
+    """A stage's metrics JSON (a DVC metric), floats to six places so reruns diff cleanly."""
+    write_json(path, _rounded(metrics))

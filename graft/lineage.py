@@ -8,7 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from graft.dag import locked_hash
+from graft.dvc import locked_hash
 
 
 def _git(root: Path, *args: str) -> str | None:

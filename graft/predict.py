@@ -10,7 +10,7 @@ import torch
 from graft import tracking
 from graft.data.images import decode_image_file
 from graft.paths import Paths
-from graft.report import warn
+from graft.console import warn
 
 
 def predict_files(root: Path, uri: str, files: list[Path]) -> tuple[dict, list[tuple[Path, str, float]]]:

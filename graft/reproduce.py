@@ -19,7 +19,7 @@ from pathlib import Path
 
 from graft.errors import GraftError
 from graft.paths import Paths
-from graft.report import say, warn
+from graft.console import say, warn
 
 RERUN_STAGES = ("prepare", "pretrain", "replace_head", "finetune", "baseline", "evaluate")
 COMPARED = ("pretrain", "finetune", "baseline", "evaluate")

@@ -22,11 +22,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from graft.config import Params
-from graft.dag import locked_hash, stale_stages
+from graft.dvc import locked_hash, stale_stages
 from graft.data.sources import external_folders, folder_fingerprint
 from graft.files import read_json_or_empty
 from graft.paths import Paths
-from graft.report import warn
+from graft.console import warn
 
 
 @dataclass
@@ -44,6 +44,18 @@ class ChangeCheck:
         if self.changed:
             return "retraining: " + "; ".join(self.reasons)
         return "nothing to train: " + "; ".join(self.reasons)
+
+    @property
+    def stage_to_force(self) -> str | None:
+        """The stage the pipeline must run even if DVC calls it up to date, so that a change always ends in
+        a gated model: DVC cannot see folders outside the repository, so their change forces ingest (and
+        DVC takes it from there); data that differs from the champion's while every stage is up to date
+        (versions lost, another dvc.lock checked out) reruns register. None: DVC's staleness suffices."""
+        if self.external_changed and "ingest" not in self.stale:
+            return "ingest"
+        if not self.stale and not self.external_changed:
+            return "register"
+        return None
 
 
 def recorded_fingerprint(root: Path, domain: str) -> str | None:

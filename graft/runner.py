@@ -11,7 +11,7 @@ from pathlib import Path
 
 from graft import tracking
 from graft.config import Params, declared_values, load_params
-from graft.dag import load_dag
+from graft.dvc import load_dag
 from graft.files import write_json
 from graft.lineage import run_tags
 from graft.paths import Paths

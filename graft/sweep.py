@@ -178,7 +178,7 @@ def create_workspace(root: Path, dest: Path, variant: Variant, threads: int) -> 
     `threads` (torch threads) goes into the variant's params.yaml like its own overrides: results
     depend on the thread count, so dvc.lock, MLflow and `graft reproduce` must see the one it ran with.
     """
-    from graft.dag import cache_dir
+    from graft.dvc import cache_dir
 
     root = Paths.at(root).root
     if subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=root, capture_output=True, check=False).returncode:
@@ -225,7 +225,7 @@ def check_cluster_ready(root: Path, prefect_api_url: str | None, address: str) -
     variant needs: the Prefect API, the tracking server and a DVC remote (a temporary Prefect
     server, a sqlite store or a cache on this machine are out of their reach)."""
     from graft import tracking
-    from graft.dag import default_remote
+    from graft.dvc import default_remote
     from graft.health import why_unreachable
 
     problems = []

@@ -1,7 +1,7 @@
 """The DAG walk: the stages in DAG order; each is asked about (DVC decides whether it is stale) just before
 its turn, after its upstream stages are recorded, so a stage whose inputs are about to change does not look
 stale too early. A stale stage is restored from DVC's run cache when a run with the same inputs was saved
-(and it may be: graft.dag.may_restore), else run; either way its inputs must have held still, and then it
+(and it may be: graft.dvc.may_restore), else run; either way its inputs must have held still, and then it
 is recorded in dvc.lock (which also saves the run in DVC's run cache).
 
 Plain Python: the Prefect flow (flows/pipeline.py) calls `walk` with a function that runs a stage as a
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from graft.dag import StageDecl, commit_stage, input_fingerprint, may_restore, restore_from_run_cache, stale_stages
+from graft.dvc import StageDecl, commit_stage, input_fingerprint, may_restore, restore_from_run_cache, stale_stages
 from graft.errors import GraftError
-from graft.report import say
+from graft.console import say
 
 
 class InputsChangedError(GraftError, RuntimeError):

@@ -102,13 +102,13 @@ def test_invalid_override_writes_nothing(tmp_path):
 
 def test_every_dvc_param_is_written_in_params_yaml():
     """DVC fails on a declared param that params.yaml lacks, even if the schema has a default."""
-    from graft.dag import load_dag, missing_params
+    from graft.dvc import load_dag, missing_params
 
     assert missing_params(REPO, load_dag(REPO)) == []
 
 
 def test_each_stage_declares_its_own_section():
-    from graft.dag import load_dag
+    from graft.dvc import load_dag
     from graft.stages import STAGES
 
     dag = load_dag(REPO)

@@ -4,7 +4,8 @@ from graft.data.dataset import ImageDataset
 from graft.data.synthetic import generate
 from graft.models.backbones import create_backbone
 from graft.models.classifier import GraftClassifier
-from graft.training.loop import Recipe, fit
+from graft.training.loop import fit
+from graft.training.recipe import Recipe
 from graft.training.strategies import parameter_groups
 
 

@@ -7,8 +7,8 @@ import yaml
 from PIL import Image
 
 from graft.config import load_params
-from graft.dag import locked_hash
-from graft.retrain import check_for_changes, notify, skipped_outcome
+from graft.dvc import locked_hash
+from graft.retrain import ChangeCheck, check_for_changes, notify, skipped_outcome
 from tests.conftest import dvc
 
 
@@ -65,3 +65,14 @@ def test_an_unreachable_webhook_is_reported_not_raised(capsys):
         champion_version="1"))
     assert notify("http://127.0.0.1:9/hook", outcome, "graft-classifier", timeout=2) is False
     assert "could not notify the webhook" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("stale", "external", "forced"), [
+    ({}, ["/feed"], "ingest"),                       # DVC cannot see the folder: ingest must run
+    ({"ingest": ["changed"]}, ["/feed"], None),      # ingest runs anyway
+    ({}, [], "register"),                            # data differs from the champion's, nothing stale
+    ({"finetune": ["params changed"]}, [], None),    # DVC's staleness is enough
+])
+def test_the_stage_a_retraining_run_forces(stale, external, forced):
+    check = ChangeCheck(True, ["changed"], "new", "old", "1", stale=stale, external_changed=external)
+    assert check.stage_to_force == forced

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from graft.dag import load_dag, stale_stages
+from graft.dvc import load_dag, stale_stages
 from graft.walk import InputsChangedError, Plan, walk
 from tests.conftest import dvc_repo
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from graft.data.dataset import DataError, ImageDataset
 from graft.files import read_json, write_json
+from graft.paths import Paths
 
 
 def content_hash(ds: ImageDataset) -> str:
@@ -45,3 +46,12 @@ def load_dataset(path: Path) -> ImageDataset:
             raise DataError(f"{f}: missing; run the stage that writes it (graft run, or dvc repro)")
     tensors = load_file(str(tensors_file))
     return ImageDataset(tensors["images"], tensors["labels"], read_json(sidecar_file)["classes"])
+
+
+def load_domain(paths: Paths, domain: str) -> tuple[dict[str, ImageDataset], dict]:
+    """A prepared domain's train, val and test splits, and its manifest."""
+    folder = paths.prepared(domain)
+    manifest_file = folder / "manifest.json"
+    if not manifest_file.exists():
+        raise FileNotFoundError(f"{manifest_file}: missing; run `graft run` (or `graft stage prepare`) first")
+    return {name: load_dataset(folder / name) for name in ("train", "val", "test")}, read_json(manifest_file)

@@ -9,14 +9,17 @@ import torch
 from graft import tracking
 from graft.config import Params
 from graft.contract import REL, Contract, Plot, model_files, rel
+from graft.data.store import load_domain
+from graft.files import write_history, write_metrics
 from graft.models.io import architecture_of, build_classifier, save_classifier
 from graft.paths import Paths
 from graft.seeding import derive_seed
 from graft.stages.replace_head import head_spec
-from graft.training.common import checkpoint_for, load_domain, recipe_from, setup_torch, write_history, write_metrics
+from graft.training.checkpoint import checkpoint_for
 from graft.training.distributed import is_primary
 from graft.training.loop import fit
-
+from graft.training.recipe import recipe_from
+from graft.training.runtime import setup_torch
 
 CONTRACT = Contract(
     order=60,

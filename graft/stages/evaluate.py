@@ -15,16 +15,16 @@ import csv
 
 from graft import plots, tracking
 from graft.config import Params
+from graft.console import say
 from graft.contract import REL, Contract, Plot, model_files, rel
+from graft.data.store import load_domain
 from graft.files import write_json
 from graft.metrics import classification_report, confusion_matrix
 from graft.models.io import load_classifier
 from graft.paths import Paths
-from graft.report import say
-from graft.training.common import load_domain, setup_torch
 from graft.training.loop import evaluate as score
 from graft.training.loop import predict_logits
-
+from graft.training.runtime import setup_torch
 
 CONTRACT = Contract(
     order=70,

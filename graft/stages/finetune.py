@@ -6,21 +6,19 @@ keeps every candidate's score and why the winner won (graft/training/selection.p
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from graft import tracking
 from graft.config import Params
+from graft.console import say
 from graft.contract import REL, Contract, Plot, model_files, rel
+from graft.data.store import load_domain
+from graft.files import write_history, write_metrics
 from graft.models.io import load_classifier, save_classifier
 from graft.paths import Paths
-from graft.report import say
 from graft.training.checkpoint import Checkpoint, stage_key
-from graft.training.common import load_domain, recipe_from, setup_torch, write_history, write_metrics
 from graft.training.distributed import is_primary
-from graft.training.loop import Recipe
-from graft.training.selection import Step, fresh_copies, select, steps_for
+from graft.training.runtime import setup_torch
+from graft.training.selection import Step, candidate_strategies, finetune_recipe, fresh_copies, select
 from graft.training.strategies import resolve_rates
-
 
 CONTRACT = Contract(
     order=50,
@@ -32,26 +30,9 @@ CONTRACT = Contract(
 )
 
 
-def strategies(params: Params) -> list[str]:
-    """The strategies this run trains: the candidates under auto, else the one named."""
-    fp = params.finetune
-    return list(fp.candidates) if fp.strategy == "auto" else [fp.strategy]
-
-
-def finetune_recipe(params: Params, strategy: str | None = None) -> Recipe:
-    """The loop's recipe for `strategy` (default: the configured one, or auto's first candidate) at its rates;
-    for lp_ft, the recipe of its first run (the probe)."""
-    fp = params.finetune
-    strategy = strategy or strategies(params)[0]
-    # The rates come from steps_for (the strategy's, or the ones params name); 1.0 is only a placeholder here.
-    base = replace(recipe_from(fp, params, lr=1.0), freeze_epochs=fp.freeze_epochs,
-                   unfrozen_lr_factor=fp.unfrozen_lr_factor, layer_decay=fp.layer_decay, train_bn=fp.train_bn)
-    return steps_for(strategy, base, fp.lr, fp.backbone_lr)[0].recipe
-
-
 def describe(params: Params) -> str:
     fp = params.finetune
-    tried = strategies(params)
+    tried = candidate_strategies(params)
     parts = [f"strategy auto (tries {', '.join(tried)})" if fp.strategy == "auto" else f"strategy {fp.strategy}"]
     for name in tried:
         head, backbone = resolve_rates(name, fp.lr, fp.backbone_lr)
@@ -91,7 +72,7 @@ def run(params: Params, paths: Paths) -> dict:
 
     auto = fp.strategy == "auto"
     base = finetune_recipe(params)
-    selection = select(fresh_copies(model), data["train"], data["val"], base, strategies(params), fp.lr,
+    selection = select(fresh_copies(model), data["train"], data["val"], base, candidate_strategies(params), fp.lr,
                        fp.backbone_lr, seed=params.seed, stage="finetune", device=device,
                        on_epoch=tracking.log_epoch, checkpoint_for=checkpoint_for, scope=scope if auto else None)
     chosen = selection.chosen

@@ -11,7 +11,7 @@ from graft.data.dataset import DataError
 from graft.data.sources import describe_source, load_source, source_fingerprints
 from graft.data.store import save_dataset
 from graft.paths import Paths
-from graft.report import say
+from graft.console import say
 
 
 CONTRACT = Contract(

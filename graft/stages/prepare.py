@@ -12,7 +12,7 @@ from graft.data.dataset import DataError, ImageDataset
 from graft.data.store import load_dataset, save_dataset
 from graft.files import read_json, write_json
 from graft.paths import Paths
-from graft.report import say
+from graft.console import say
 from graft.seeding import generator
 
 

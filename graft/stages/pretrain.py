@@ -7,18 +7,20 @@ import torch
 
 from graft import tracking
 from graft.config import Params
+from graft.console import say
 from graft.contract import REL, Contract, Plot, model_files, rel
-from graft.files import read_json
+from graft.data.store import load_domain
+from graft.files import read_json, write_history, write_metrics
 from graft.models.heads import HeadSpec
 from graft.models.io import architecture_of, build_classifier, save_backbone
 from graft.models.weights import is_published, load_into_backbone, load_weights, normalisation_of
 from graft.paths import Paths
-from graft.report import say
 from graft.seeding import derive_seed
-from graft.training.common import checkpoint_for, load_domain, recipe_from, setup_torch, write_history, write_metrics
+from graft.training.checkpoint import checkpoint_for
 from graft.training.distributed import is_primary
 from graft.training.loop import evaluate, fit
-
+from graft.training.recipe import recipe_from
+from graft.training.runtime import setup_torch
 
 CONTRACT = Contract(
     order=30,

@@ -18,18 +18,18 @@ import torch
 
 from graft import tracking
 from graft.config import Params
+from graft.console import say
 from graft.contract import REL, Contract, model_files, rel
+from graft.data.store import load_domain
 from graft.files import read_json, write_json
 from graft.lineage import run_tags
 from graft.metrics import mcnemar_one_sided
 from graft.modelcard import candidate_metrics, registered_model_card, version_card
 from graft.models.io import load_classifier, sidecar_path
 from graft.paths import Paths
-from graft.report import say
 from graft.tracking import entities
-from graft.training.common import load_domain, setup_torch
 from graft.training.loop import predict_logits
-
+from graft.training.runtime import setup_torch
 
 CONTRACT = Contract(
     order=80,

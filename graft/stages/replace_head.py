@@ -9,7 +9,7 @@ from graft.models.heads import HeadSpec
 from graft.models.io import ModelFileError, build_classifier, load_backbone_into, save_classifier, sidecar_path
 from graft.models.surgery import replace_head
 from graft.paths import Paths
-from graft.report import say
+from graft.console import say
 from graft.seeding import derive_seed
 
 

@@ -23,7 +23,7 @@ import yaml
 
 from graft.files import read_json_or_empty
 from graft.paths import Paths
-from graft.report import warn
+from graft.console import warn
 from graft.tracking.delivery import is_placeholder
 from graft.tracking.runs import active_run_id, set_tags
 from graft.tracking.store import TrackingError, client_for, tracking_uri, with_retries
@@ -95,7 +95,7 @@ def datasets(paths: Paths, lock: dict, reads: list[str] | None = None,
 
 def stage_datasets(paths: Paths, stage: str, lock: dict) -> list[DatasetRef]:
     """The datasets stage `stage` reads: its dvc.yaml deps among the datasets graft knows."""
-    from graft.dag import load_dag
+    from graft.dvc import load_dag
 
     decl = load_dag(paths.root).get(stage)
     return datasets(paths, lock, reads=decl.deps, splits=TARGET_SPLITS_READ.get(stage)) if decl else []

@@ -62,7 +62,7 @@ def reap_orphaned_runs(root: Path, experiment: str) -> list[dict]:
                 return []  # the command itself says so, where it needs the store
         return _end_orphans(root, experiment)
     except Exception as e:  # noqa: BLE001 - housekeeping never fails the command it runs in
-        from graft.report import warn
+        from graft.console import warn
 
         first = str(e).splitlines()[0][:200] if str(e) else ""
         warn(f"could not look for runs left RUNNING in {uri} ({type(e).__name__}: {first}); the next graft "

@@ -60,7 +60,7 @@ def end_run(root: Path, run_id: str, failed: bool = False) -> None:
 
 def _warn_owed(stage: str, root: Path, owed_entries: int) -> None:
     if owed_entries:
-        from graft.report import warn
+        from graft.console import warn
 
         warn(f"{stage}: {owed_entries} tracking entries could not be sent to {tracking_uri(root)}; they are "
              f"kept in .graft/pending/ and `graft log --pending` sends them once the store is back")
@@ -84,7 +84,7 @@ def stage_run(root: Path, experiment: str, stage: str, parent_run_id: str | None
         run_id = f"{delivery.PLACEHOLDER}{uuid.uuid4().hex}"
         delivery.owe(root, run_id, {"kind": "create", "experiment": experiment, "name": stage, "tags": run_tags,
                                     "key": uuid.uuid4().hex})
-        from graft.report import warn
+        from graft.console import warn
 
         warn(f"{stage}: no MLflow run could be made ({e}); the stage runs, and its run is kept in .graft/pending/")
     delivery.deliver(root, run_id, "logging the stage's params", {"kind": "params", "params": delivery.flatten(params)})
@@ -117,7 +117,7 @@ def nested_run(name: str, params: dict, tags: dict[str, str]) -> Iterator[str | 
                                            "mlflow.parentRunId": parent},
                                           exp_id=parent_run.info.experiment_id)
     except TrackingError as e:
-        from graft.report import warn
+        from graft.console import warn
 
         warn(f"{name}: no run of its own in {tracking_uri(root)} ({e}); its epochs go to the stage run")
         yield None

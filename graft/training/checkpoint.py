@@ -23,8 +23,10 @@ import torch
 
 from graft.code_deps import REPO, stage_code
 from graft.config import Params, section_hash
+from graft.console import say
+from graft.contract import Contract
 from graft.files import atomic_write_bytes, hash_paths
-from graft.report import say
+from graft.paths import Paths
 
 SUFFIX = ".pt"
 
@@ -99,3 +101,9 @@ class Checkpoint:
         buffer = io.BytesIO()
         torch.save({**state, "key": self.key}, buffer)
         atomic_write_bytes(self.path, buffer.getvalue())
+
+
+def checkpoint_for(paths: Paths, stage: str, params: Params, contract: Contract) -> Checkpoint:
+    """The stage's resumable state, keyed by what its contract says it reads: params and input files."""
+    return Checkpoint(paths.checkpoints(stage),
+                      stage_key(params, list(contract.params), contract.dep_paths(paths.root), stage), stage)

@@ -11,7 +11,6 @@ Under torchrun the same loop trains one shard per process (distributed.py says h
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,62 +19,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from graft.config import FinetuneParams, OptimParams, TrainParams
+from graft.console import say
 from graft.data.dataset import ImageDataset
 from graft.models.classifier import GraftClassifier
 from graft.models.surgery import apply_bn_policy, trainable_parameter_count
-from graft.report import say
 from graft.seeding import generator
 from graft.training import distributed
-from graft.training.augment import AugmentSpec, make_augment
+from graft.training.augment import make_augment
 from graft.training.checkpoint import Checkpoint
 from graft.training.device import Placement, placement_for, release_layout
 from graft.training.distributed import World
 from graft.training.ema import WeightEma
+from graft.training.progress import EpochProgress
+from graft.training.recipe import Recipe
 from graft.training.schedules import lr_factor
-from graft.training.strategies import (Phase, apply_phase, group_rates, make_optimizer, phase_of, plan_phases,
-                                       set_rates)
-
-
-def _config_default(section: type, name: str):
-    """A field's default as graft/config.py declares it: the one place defaults are written."""
-    return section.model_fields[name].get_default(call_default_factory=True)
-
-
-_OPTIM, _TRAIN, _FT = OptimParams, TrainParams, FinetuneParams
-
-
-@dataclass
-class Recipe:
-    """Everything the loop needs to know about how to train. Built by the stages from their validated params
-    (graft.training.common.recipe_from copies every OptimParams field by name); the defaults here are
-    config's own, read from graft/config.py, which documents each field, so there is no second set.
-    `strategy` is the loop's: which parts train (full, linear_probe, gradual_unfreeze); finetune's `auto`
-    and `lp_ft` are chosen above the loop (graft/training/selection.py)."""
-
-    epochs: int
-    lr: float                        # the head's peak rate
-    backbone_lr: float | None = None  # the backbone's (its top group's); None: the same as the head's
-    optimizer: str = _config_default(_OPTIM, "optimizer")
-    weight_decay: float = _config_default(_OPTIM, "weight_decay")
-    momentum: float = _config_default(_OPTIM, "momentum")
-    schedule: str = _config_default(_OPTIM, "schedule")
-    warmup: float = _config_default(_OPTIM, "warmup")
-    batch_size: int = _config_default(_TRAIN, "batch_size")
-    eval_batch_size: int = _config_default(_TRAIN, "eval_batch_size")
-    label_smoothing: float = _config_default(_OPTIM, "label_smoothing")
-    grad_clip: float = _config_default(_OPTIM, "grad_clip")
-    augment: AugmentSpec = field(default_factory=lambda: AugmentSpec(**_config_default(_OPTIM, "augment").model_dump()))
-    strategy: str = "full"
-    freeze_epochs: int = _config_default(_FT, "freeze_epochs")
-    unfrozen_lr_factor: float = _config_default(_FT, "unfrozen_lr_factor")
-    layer_decay: float = _config_default(_FT, "layer_decay")
-    train_bn: bool = _config_default(_FT, "train_bn")
-    keep: str = _config_default(_OPTIM, "keep")
-    monitor: str = _config_default(_OPTIM, "monitor")
-    patience: int = _config_default(_OPTIM, "patience")
-    ema_decay: float = _config_default(_OPTIM, "ema_decay")
-    sync_bn: bool = _config_default(_TRAIN, "sync_bn")
+from graft.training.strategies import Phase, apply_phase, group_rates, make_optimizer, phase_of, plan_phases, set_rates
 
 
 @dataclass
@@ -112,15 +70,6 @@ def evaluate(model: nn.Module, ds: ImageDataset, batch_size: int,
 EpochCallback = Callable[[dict], None]
 
 
-def _progress(total: int, desc: str):
-    """A per-epoch bar on a terminal; nothing when output goes to a file (one line per epoch instead)."""
-    if not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, unit="batch", dynamic_ncols=True)
-
-
 def _improves(row: dict, best: dict | None, monitor: str) -> bool:
     if best is None:
         return True
@@ -146,7 +95,8 @@ class _Progress:
 
 def _train_epoch(model: GraftClassifier, net: nn.Module, train: ImageDataset, optimizer: torch.optim.Optimizer,
                  recipe: Recipe, phase: Phase, first_step: int, phase_steps: int, order: torch.Tensor, batch_size: int,
-                 augment, ema: WeightEma | None, place: Placement, world: World, bar) -> tuple[dict, dict]:
+                 augment, ema: WeightEma | None, place: Placement, world: World,
+                 shown: EpochProgress | None) -> tuple[dict, dict]:
     """One pass over `order` (this process's shard) in steps of `batch_size`; `net` is `model`, or DDP around it."""
     rates: dict[str, float] = {}
     head_peak = recipe.lr * phase.lr_scale
@@ -178,9 +128,8 @@ def _train_epoch(model: GraftClassifier, net: nn.Module, train: ImageDataset, op
         loss_sum += loss.detach().double() * len(idx)
         correct += (logits.argmax(1) == y).sum()
         seen += len(idx)
-        if bar is not None:  # a terminal is watching: worth a read-back per step
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}")
+        if shown is not None:
+            shown.step(seen, loss_sum, correct)
     if world.distributed:
         total = torch.tensor(seen, device=place.device)
         loss_sum, correct, total = distributed.sum_across(loss_sum, correct, total, world=world)
@@ -191,6 +140,39 @@ def _train_epoch(model: GraftClassifier, net: nn.Module, train: ImageDataset, op
             "images_per_sec": seen / elapsed if elapsed > 0 else 0.0}, rates
 
 
+@dataclass
+class _Setup:
+    """What every epoch of one fit uses."""
+
+    world: World
+    place: Placement
+    phases: list[Phase]
+    optimizer: torch.optim.Optimizer
+    ema: WeightEma | None
+    augment: Callable | None
+    batch_size: int         # per process
+    steps_per_epoch: int
+    shard_images: int       # images per epoch in this process's shard
+
+
+def _set_up(model: GraftClassifier, train: ImageDataset, recipe: Recipe, stage: str,
+            device: torch.device) -> tuple[GraftClassifier, _Setup]:
+    world = distributed.current_world()
+    model, not_synced = distributed.sync_batchnorm(model, world, device, recipe.sync_bn)
+    if not_synced and world.primary:
+        say(f"{stage}: {not_synced}")
+    place = placement_for(model, device)
+    place.place(model)
+    batch_size = distributed.local_batch(recipe.batch_size, world)
+    shard_images = math.ceil(len(train) / world.size)
+    return model, _Setup(
+        world, place, plan_phases(recipe.strategy, recipe.epochs, recipe.freeze_epochs, recipe.unfrozen_lr_factor),
+        make_optimizer(model, recipe.optimizer, recipe.weight_decay, recipe.momentum, recipe.layer_decay),
+        WeightEma(model, recipe.ema_decay) if recipe.ema_decay else None,
+        make_augment(recipe.augment, train.images.shape[-1]), batch_size, math.ceil(shard_images / batch_size),
+        shard_images)
+
+
 def fit(model: GraftClassifier, train: ImageDataset, val: ImageDataset, recipe: Recipe, *, seed: int, stage: str,
         device: torch.device, on_epoch: EpochCallback | None = None,
         checkpoint: Checkpoint | None = None) -> FitResult:
@@ -198,23 +180,13 @@ def fit(model: GraftClassifier, train: ImageDataset, val: ImageDataset, recipe: 
     with keep: best, else the last epoch's, or their moving average with ema_decay)."""
     if len(train) == 0:
         raise ValueError(f"{stage}: the training set is empty")
-    world = distributed.current_world()
-    model, not_synced = distributed.sync_batchnorm(model, world, device, recipe.sync_bn)
-    if not_synced and world.primary:
-        say(f"{stage}: {not_synced}")
-    place = placement_for(model, device)
-    place.place(model)
-    phases = plan_phases(recipe.strategy, recipe.epochs, recipe.freeze_epochs, recipe.unfrozen_lr_factor)
-    optimizer = make_optimizer(model, recipe.optimizer, recipe.weight_decay, recipe.momentum, recipe.layer_decay)
-    ema = WeightEma(model, recipe.ema_decay) if recipe.ema_decay else None
-    augment = make_augment(recipe.augment, train.images.shape[-1])
-    batch_size = distributed.local_batch(recipe.batch_size, world)
-    steps_per_epoch = math.ceil(math.ceil(len(train) / world.size) / batch_size)
+    model, run = _set_up(model, train, recipe, stage, device)
+    world = run.world
     progress = _Progress()
     resumed_after = 0
     saved = _load_checkpoint(checkpoint, world, device)
     if saved is not None:
-        resumed_after = _restore(saved, model, optimizer, ema, progress, phases)
+        resumed_after = _restore(saved, model, run.optimizer, run.ema, progress, run.phases)
         if on_epoch is not None and world.primary:
             for row in progress.history:  # the new tracking run gets the whole history
                 on_epoch(row)
@@ -223,7 +195,7 @@ def fit(model: GraftClassifier, train: ImageDataset, val: ImageDataset, recipe: 
     last_epoch = resumed_after if stopped_early else recipe.epochs
     net, wrapped_phase = model, None
     for epoch in range(resumed_after + 1, last_epoch + 1):
-        phase, epochs_into_phase = phase_of(phases, epoch)
+        phase, epochs_into_phase = phase_of(run.phases, epoch)
         apply_phase(model, phase)
         if phase != wrapped_phase:  # DDP tracks the parameters that train when it is built
             net = model  # the last phase's DDP goes first: its gradient hooks must not fire in this phase
@@ -235,53 +207,67 @@ def fit(model: GraftClassifier, train: ImageDataset, val: ImageDataset, recipe: 
         torch.manual_seed(generator(seed, stage, "epoch", epoch, *([world.rank] if world.rank else [])).initial_seed())
         order = torch.randperm(len(train), generator=generator(seed, stage, "shuffle", epoch))
         order = distributed.shard(order, world)
-        bar = _progress(steps_per_epoch, f"{stage} {epoch}/{recipe.epochs}") if world.primary else None
-        stats, rates = _train_epoch(model, net, train, optimizer, recipe, phase, epochs_into_phase * steps_per_epoch,
-                                    phase.epochs * steps_per_epoch, order, batch_size, augment, ema, place, world, bar)
-        if bar is not None:
-            bar.close()
-        scored = ema.module if ema is not None else model
-        distributed.sync_buffers(scored, world)
-        val_metrics = evaluate(scored, val, recipe.eval_batch_size, place)
-        # Every process decides keep-best and early stopping on the primary's figures.
-        val_metrics["loss"], val_metrics["acc"] = distributed.from_primary(
-            [val_metrics["loss"], val_metrics["acc"]], world, device)
-        row = {"epoch": epoch, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
-               "val_loss": val_metrics["loss"], "val_acc": val_metrics["acc"],
-               "images_per_sec": stats["images_per_sec"], "trainable_params": trainable_parameter_count(model),
-               "phase": int(phase.train_backbone), **rates}
-        progress.history.append(row)
-        if _improves(row, progress.best, recipe.monitor):
-            progress.best = {"epoch": epoch, "val_acc": row["val_acc"], "val_loss": row["val_loss"]}
-            progress.bad_epochs = 0
-            if recipe.keep == "best":
-                progress.best_state = _clone(scored.state_dict())
-        else:
-            progress.bad_epochs += 1
+        shown = EpochProgress(f"{stage}: epoch {epoch}/{recipe.epochs}", run.shard_images) if world.primary else None
+        stats, rates = _train_epoch(model, net, train, run.optimizer, recipe, phase,
+                                    epochs_into_phase * run.steps_per_epoch, phase.epochs * run.steps_per_epoch,
+                                    order, run.batch_size, run.augment, run.ema, run.place, world, shown)
+        if shown is not None:
+            shown.close()
+        row = _score_epoch(model, val, recipe, run, epoch, phase, stats, rates, progress, device)
         if world.primary:
             say(f"{stage}: epoch {epoch}/{recipe.epochs}{' (frozen backbone)' if not phase.train_backbone else ''}  "
                 f"train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f}  "
                 f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f}  {row['images_per_sec']:.0f} img/s")
         # Early stopping only in the last phase: a frozen warm-up is not a plateau.
-        stopped_early = bool(recipe.patience) and progress.bad_epochs >= recipe.patience and phase is phases[-1]
+        stopped_early = bool(recipe.patience) and progress.bad_epochs >= recipe.patience and phase is run.phases[-1]
         if checkpoint is not None and world.primary:
-            checkpoint.save(_snapshot(epoch, phase, model, optimizer, ema, progress, stopped_early))
+            checkpoint.save(_snapshot(epoch, phase, model, run.optimizer, run.ema, progress, stopped_early))
         if on_epoch is not None and world.primary:
             on_epoch(row)
         if stopped_early:
             if world.primary:
                 say(f"{stage}: stopping early: {recipe.monitor} has not improved for {recipe.patience} epochs")
             break
+    kept_epoch = _keep(model, progress, recipe, run.ema)
+    return FitResult(progress.history, kept_epoch, stopped_early, resumed_after)
 
+
+def _score_epoch(model: GraftClassifier, val: ImageDataset, recipe: Recipe, run: _Setup, epoch: int, phase: Phase,
+                 stats: dict, rates: dict, progress: _Progress, device: torch.device) -> dict:
+    """Validate the epoch's weights (the moving average's, with ema_decay), add its row to the history and
+    remember it if it is the best so far."""
+    scored = run.ema.module if run.ema is not None else model
+    distributed.sync_buffers(scored, run.world)
+    val_metrics = evaluate(scored, val, recipe.eval_batch_size, run.place)
+    # Every process decides keep-best and early stopping on the primary's figures.
+    val_metrics["loss"], val_metrics["acc"] = distributed.from_primary(
+        [val_metrics["loss"], val_metrics["acc"]], run.world, device)
+    row = {"epoch": epoch, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
+           "val_loss": val_metrics["loss"], "val_acc": val_metrics["acc"],
+           "images_per_sec": stats["images_per_sec"], "trainable_params": trainable_parameter_count(model),
+           "phase": int(phase.train_backbone), **rates}
+    progress.history.append(row)
+    if _improves(row, progress.best, recipe.monitor):
+        progress.best = {"epoch": epoch, "val_acc": row["val_acc"], "val_loss": row["val_loss"]}
+        progress.bad_epochs = 0
+        if recipe.keep == "best":
+            progress.best_state = _clone(scored.state_dict())
+    else:
+        progress.bad_epochs += 1
+    return row
+
+
+def _keep(model: GraftClassifier, progress: _Progress, recipe: Recipe, ema: WeightEma | None) -> int:
+    """Load the weights the recipe keeps into `model` (a plain, fully trainable one); returns their epoch."""
     kept_epoch = progress.history[-1]["epoch"]
     if recipe.keep == "best" and progress.best_state is not None:
         model.load_state_dict(progress.best_state)
         kept_epoch = progress.best["epoch"]
     elif ema is not None:
         model.load_state_dict(ema.module.state_dict())
-    apply_phase(model, Phase(0, 1, True))  # the written model is a plain, fully trainable one
+    apply_phase(model, Phase(0, 1, True))
     release_layout(model)
-    return FitResult(progress.history, kept_epoch, stopped_early, resumed_after)
+    return kept_epoch
 
 
 def _load_checkpoint(checkpoint: Checkpoint | None, world: World, device: torch.device) -> dict | None:

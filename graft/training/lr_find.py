@@ -22,14 +22,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from graft.config import Params
+from graft.console import say
 from graft.data.dataset import ImageDataset
 from graft.models.classifier import GraftClassifier
 from graft.models.surgery import apply_bn_policy
 from graft.paths import Paths
-from graft.report import say
 from graft.seeding import generator
 from graft.training.augment import make_augment
-from graft.training.loop import Recipe
+from graft.training.recipe import Recipe
 from graft.training.strategies import apply_phase, make_optimizer, plan_phases
 
 SMOOTHING = 0.98
@@ -163,11 +163,10 @@ def save_plot(result: LrFindResult, path: Path, title: str = "learning-rate rang
 def run(params: Params, paths: Paths, *, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100,
         out: Path | None = None) -> dict:
     """The range test on models/grafted.safetensors and the target's training set; saves the plot."""
+    from graft.data.store import load_domain
     from graft.models.io import load_classifier
-    from graft.stages.finetune import finetune_recipe
-    from graft.stages.finetune import strategies as finetune_strategies
-    from graft.training.common import load_domain, setup_torch
-
+    from graft.training.runtime import setup_torch
+    from graft.training.selection import candidate_strategies, finetune_recipe
     from graft.training.strategies import resolve_rates
 
     grafted = paths.model("grafted")
@@ -179,7 +178,7 @@ def run(params: Params, paths: Paths, *, start_lr: float = 1e-7, end_lr: float =
     out = out or paths.state / "lr_find.png"  # beside graft's other state: not a DVC output, not for git
     fp = params.finetune
     # What each key is now, for the strategy it serves (auto: its first candidate that trains the backbone).
-    trains_backbone = next((s for s in finetune_strategies(params) if s != "linear_probe"), "full")
+    trains_backbone = next((s for s in candidate_strategies(params) if s != "linear_probe"), "full")
     current = {"lr": resolve_rates("linear_probe", fp.lr, fp.backbone_lr)[0],
                "backbone_lr": resolve_rates(trains_backbone, fp.lr, fp.backbone_lr)[1]}
     found = {}

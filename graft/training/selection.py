@@ -21,10 +21,12 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from graft.config import Params
 from graft.data.dataset import ImageDataset
 from graft.models.classifier import GraftClassifier
 from graft.training.checkpoint import Checkpoint
-from graft.training.loop import EpochCallback, FitResult, Recipe, fit
+from graft.training.loop import EpochCallback, FitResult, fit
+from graft.training.recipe import Recipe, recipe_from
 from graft.training.strategies import resolve_rates
 
 
@@ -88,6 +90,24 @@ class _Done:
 
 CheckpointFor = Callable[[Step], Checkpoint | None]
 CandidateScope = Callable[[str, dict], AbstractContextManager]
+
+
+
+def candidate_strategies(params: Params) -> list[str]:
+    """The strategies this run trains: the candidates under auto, else the one named."""
+    fp = params.finetune
+    return list(fp.candidates) if fp.strategy == "auto" else [fp.strategy]
+
+
+def finetune_recipe(params: Params, strategy: str | None = None) -> Recipe:
+    """The loop's recipe for `strategy` (default: the configured one, or auto's first candidate) at its rates;
+    for lp_ft, the recipe of its first run (the probe)."""
+    fp = params.finetune
+    strategy = strategy or candidate_strategies(params)[0]
+    # The rates come from steps_for (the strategy's, or the ones params name); 1.0 is only a placeholder here.
+    base = replace(recipe_from(fp, params, lr=1.0), freeze_epochs=fp.freeze_epochs,
+                   unfrozen_lr_factor=fp.unfrozen_lr_factor, layer_decay=fp.layer_decay, train_bn=fp.train_bn)
+    return steps_for(strategy, base, fp.lr, fp.backbone_lr)[0].recipe
 
 
 def select(make_model: Callable[[], GraftClassifier], train: ImageDataset, val: ImageDataset, base: Recipe,

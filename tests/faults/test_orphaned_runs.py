@@ -99,8 +99,8 @@ def test_no_store_and_an_unreachable_store_fail_nothing(tmp_path, monkeypatch, c
 
 
 NOTHING_STALE = ("import sys\n"
-                 "import graft.dag\n"
-                 "graft.dag.stale_stages = lambda root, names=None: {}\n"
+                 "import graft.dvc\n"
+                 "graft.dvc.stale_stages = lambda root, names=None: {}\n"
                  "from graft.cli import main\n"
                  "rc = main(['-C', sys.argv[1], 'run'])\n"
                  "print('HEAVY', sorted(m for m in ('torch', 'prefect', 'mlflow') if m in sys.modules))\n"

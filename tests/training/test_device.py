@@ -5,7 +5,8 @@ from graft.data.synthetic import generate
 from graft.models.backbones import create_backbone
 from graft.models.classifier import GraftClassifier
 from graft.training.device import Placement, placement_for
-from graft.training.loop import Recipe, fit, predict_logits
+from graft.training.loop import fit, predict_logits
+from graft.training.recipe import Recipe
 
 
 def tiny_model():

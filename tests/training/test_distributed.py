@@ -25,7 +25,8 @@ from graft.data.synthetic import generate
 from graft.models.backbones import create_backbone
 from graft.models.classifier import GraftClassifier
 from graft.training.checkpoint import Checkpoint
-from graft.training.loop import Recipe, fit
+from graft.training.loop import fit
+from graft.training.recipe import Recipe
 from tests.conftest import REPO, tiny_params_dict
 
 pytestmark = pytest.mark.slow  # torchrun process groups

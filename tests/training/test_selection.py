@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from graft.models.io import load_classifier
 from graft.data.store import load_dataset
+from graft.models.io import load_classifier
 from graft.training import selection
-from graft.training.loop import Recipe
+from graft.training.recipe import Recipe
 from graft.training.selection import Candidate, choose, fresh_copies, select, steps_for
 
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from graft.dag import (EFFECTS_OUTSIDE_DVC, commit_stage, downstream, input_fingerprint, load_dag, may_restore,
+from graft.dvc import (EFFECTS_OUTSIDE_DVC, commit_stage, downstream, input_fingerprint, load_dag, may_restore,
                        restore_from_run_cache, stale_stages)
 from graft.stages import STAGES
 from tests.conftest import dvc, dvc_repo

@@ -12,7 +12,6 @@ from functools import partial
 from typing import Callable
 
 import torch
-import torchvision
 from torch import nn
 
 
@@ -282,6 +281,10 @@ class TorchvisionBackbone(Backbone):
             raise ValueError(f"{arch} with adapt_stem=False is the published architecture and "
                              f"takes 3 channels, got in_channels={in_channels}; use adapt_stem=True")
         family = _FAMILIES[TORCHVISION_ARCHS[arch]]
+        # Imported here, not at the top: torchvision's import pulls in torch._dynamo (about 1.5 s), which a
+        # tiny_cnn run, and every command that only reads a model's description, never needs.
+        import torchvision.models
+
         model = getattr(torchvision.models, arch)(weights=None, **kwargs)
         if adapt_stem:
             if image_size <= SMALL_INPUT_MAX:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 from graft.tracking import pending
@@ -60,6 +62,8 @@ def reap_orphaned_runs(root: Path, experiment: str) -> list[dict]:
 
             if why_unreachable(uri, 2.0):
                 return []  # the command itself says so, where it needs the store
+        elif _sqlite_has_no_orphans(uri):
+            return []
         return _end_orphans(root, experiment)
     except Exception as e:  # noqa: BLE001 - housekeeping never fails the command it runs in
         from graft.console import warn
@@ -68,6 +72,22 @@ def reap_orphaned_runs(root: Path, experiment: str) -> list[dict]:
         warn(f"could not look for runs left RUNNING in {uri} ({type(e).__name__}: {first}); the next graft "
              f"command tries again")
         return []
+
+
+def _sqlite_has_no_orphans(uri: str) -> bool:
+    """Whether a local sqlite store certainly holds no orphan: no RUNNING run tagged with a process that is
+    gone. Read read-only, without MLflow (whose import and client cost a command seconds), so that the
+    usual case, nothing to end, stays fast. False when it cannot tell: MLflow is asked then."""
+    if not uri.startswith("sqlite:///"):
+        return False
+    try:
+        with closing(sqlite3.connect(f"file:{uri[len('sqlite:///'):]}?mode=ro", uri=True, timeout=5)) as conn:
+            pids = [pid for (pid,) in conn.execute(
+                "SELECT tags.value FROM runs JOIN tags ON tags.run_uuid = runs.run_uuid "
+                "WHERE runs.status = 'RUNNING' AND tags.key = 'graft.pid'")]
+    except sqlite3.Error:
+        return False  # not MLflow's schema (yet), locked, unreadable: let MLflow say
+    return not any(_process_gone(pid) for pid in pids)
 
 
 def _end_orphans(root: Path, experiment: str) -> list[dict]:

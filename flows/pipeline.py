@@ -6,36 +6,19 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from pathlib import Path
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
-from graft import tracking
-from graft.config import Params, load_params
+from graft.config import load_params
 from graft.dvc import downstream, load_dag
 from graft.lineage import run_tags
 from graft.paths import Paths
 from graft.console import warn
-from graft.runner import record_pipeline
 from graft.summary import save_stage_statuses
 from graft.walk import Plan, walk
 from tasks import STAGE_TASKS
+from tasks.tracking import close_tracking_run, open_tracking_run
 
-
-
-# Retries belong on I/O (the tracking store), never on the deterministic stages.
-@task(name="open-tracking-run", retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
-def open_tracking_run(root: str, experiment: str, pipeline_id: str, params: dict, tags: dict,
-                      run_name: str | None = None) -> str:
-    return tracking.start_pipeline_run(Path(root), experiment, pipeline_id, params, tags, run_name)
-
-
-@task(name="close-tracking-run", retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
-def close_tracking_run(root: str, run_id: str, failed: bool, params: Params, tags: dict) -> None:
-    if not failed:
-        record_pipeline(params, Path(root), run_id, tags)
-    tracking.end_run(Path(root), run_id, failed)
 
 
 def prefect_ui_tag(flow_run_id: str | None) -> dict[str, str]:

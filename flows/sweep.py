@@ -7,12 +7,9 @@ All the work is in graft/sweep.py and the pipeline flow; this file only wires it
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 from prefect.futures import as_completed
 from prefect.task_runners import ProcessPoolTaskRunner
 
@@ -23,67 +20,8 @@ from graft.config import load_params
 from graft.lineage import run_tags
 from graft.paths import Paths
 from graft.console import say, warn
-from graft.walk import Plan
-
-
-def _report_to(store: str) -> None:
-    # A variant works in its own workspace but reports to the main repository's tracking store,
-    # named by the sweep's process: a remote worker's own environment does not know it.
-    os.environ["MLFLOW_TRACKING_URI"] = store
-
-
-def _where() -> str:
-    """The Dask worker (or local process) a variant ran in, for the record."""
-    try:
-        from distributed import get_worker
-
-        return get_worker().address
-    except (ImportError, ValueError):
-        return f"process {os.getpid()}"
-
-
-@task(name="variant", cache_policy=NO_CACHE, retries=0)
-def run_variant(store: str, workspace: str, variant: graft.sweep.Variant, plan: Plan) -> dict:
-    """The pipeline, up to evaluate, in the variant's workspace (this task runs in its own process)."""
-    _report_to(store)
-    from flows.pipeline import pipeline
-
-    start = time.perf_counter()
-    statuses = pipeline(root=workspace, plan=plan)
-    result = graft.sweep.variant_result(Path(workspace), variant, statuses, time.perf_counter() - start)
-    return {**result, "where": _where()}
-
-
-@task(name="promote-best", cache_policy=NO_CACHE, retries=0)
-def promote(store: str, workspace: str, pipeline_run_id: str) -> dict:
-    """`register` for the chosen variant, through the normal gate, nested under its pipeline run."""
-    _report_to(store)
-    from graft.dvc import commit_stage
-    from graft.files import read_json
-    from graft.runner import run_stage
-
-    ws = Paths.at(workspace)
-    pipeline_id = tracking.get_run(ws.root, pipeline_run_id)["tags"]["graft.pipeline_run_id"]
-    run_stage("register", load_params(ws.params), ws.root, pipeline_run_id, pipeline_id)
-    commit_stage(ws.root, "register")
-    return read_json(ws.metric("register"))
-
-
-@task(name="open-sweep-run", retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
-def open_sweep_run(root: str, experiment: str, sweep_id: str, specs: dict, tags: dict) -> str:
-    return tracking.start_sweep_run(Path(root), experiment, sweep_id, specs, tags)
-
-
-@task(name="close-sweep-run", retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
-def close_sweep_run(root: str, run_id: str, directory: str, top: dict | None, failed: bool) -> None:
-    folder = Path(directory)
-    files = [f for f in (folder / "comparison.png", folder / "table.txt", folder / "results.json") if f.exists()]
-    tracking.log_artifacts(run_id, Path(root), files, "sweep")
-    if top is not None:
-        tracking.set_tags(run_id, Path(root), {"graft.sweep.best_variant": top["name"],
-                                               "graft.sweep.best_run_id": top.get("run_id", "")})
-        tracking.log_summary(run_id, Path(root), {"best_val_acc": top["val_acc"], "best_test_acc": top["test_acc"]})
-    tracking.end_run(Path(root), run_id, failed)
+from tasks.sweep import promote, run_variant
+from tasks.tracking import close_sweep_run, open_sweep_run
 
 
 # Processes by default, so that a deployment (prefect.yaml) runs variants apart too; `graft sweep`

@@ -22,7 +22,7 @@ run: setup  ## run the pipeline on params.yaml; make run ARGS="-S finetune.lr=0.
 	$(VENV)/bin/graft run $(ARGS)
 
 test: setup  ## the whole test suite, then its 15 slowest tests; make test ARGS="-m 'not e2e'" for a part (README, Tests)
-	$(VENV)/bin/pytest --durations=15 $(ARGS)
+	$(VENV)/bin/pytest -n 2 --dist loadgroup --durations=15 $(ARGS)
 
 test-fast: setup  ## the unit tier only (pytest -m unit): under a minute
 	$(VENV)/bin/pytest -m unit $(ARGS)

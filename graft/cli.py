@@ -63,7 +63,9 @@ def _add_run(sub) -> None:
                          description="Run every stale stage in DAG order (DVC decides what is stale) as Prefect tasks, "
                                      "record each in dvc.lock, log everything to MLflow, and print a summary.")
     run.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a parameter, e.g. -S finetune.lr=0.001 (written into params.yaml); repeatable")
+                     help="override a parameter, e.g. -S finetune.lr=0.001 (written into params.yaml), or remove "
+                          "one: -S ~model.backbone_args.width; repeatable. Changing a source's kind drops the "
+                          "old kind's keys")
     run.add_argument("--dry-run", action="store_true", help="list the stages that would run, and why; run nothing")
     run.add_argument("--force", metavar="STAGE", help=f"rerun STAGE and everything downstream ({STAGE_HELP})")
     run.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
@@ -285,9 +287,14 @@ def _run(args, root: Path, killed_holder: dict | None = None) -> int:
 
     paths = Paths.at(root)
     before = paths.params.read_bytes() if args.overrides and not args.dry_run and paths.params.exists() else None
-    params = apply_overrides(paths.params, args.overrides, write=not args.dry_run)
+    notes: list[str] = []  # a source's kind changed: the old kind's keys that were dropped
+    params = apply_overrides(paths.params, args.overrides, write=not args.dry_run, tell=notes.append)
     for o in args.overrides:
-        print(f"params.yaml: {'would set' if args.dry_run else 'set'} {o}")
+        verb = ("would remove" if args.dry_run else "removed") if o.startswith("~") else \
+            ("would set" if args.dry_run else "set")
+        print(f"params.yaml: {verb} {o.removeprefix('~')}")
+    for note in notes:
+        print(f"params.yaml: {note}")
     if before is None:
         return _run_with(args, paths, params, killed_holder)
     try:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import difflib
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 import yaml
 from graft.errors import GraftError
@@ -40,15 +41,63 @@ class HeadParams(Section):
     batchnorm: bool = Field(False, description="BatchNorm1d before each linear layer of an mlp head.")
 
 
-# Kept here rather than read from the registry so that loading params never imports torch
-# (`graft run` with nothing stale must stay fast); a test checks it matches the registry.
-BACKBONE_NAMES = ("tiny_cnn", "resnet18", "resnet34", "resnet50", "mobilenet_v3_small",
-                  "mobilenet_v3_large", "efficientnet_b0", "convnext_tiny")
+# Each backbone and the options its factory takes besides in_channels and image_size. Kept here rather than
+# read from the registry so that loading params never imports torch (`graft run` with nothing stale must stay
+# fast); tests/test_config.py checks names and options against the registry and the factories' signatures.
+# A torchvision backbone takes adapt_stem plus the builder's options that YAML can write: not norm_layer or
+# block (callables), nor num_classes or dropout (only the classifier uses them, and graft removes it).
+_RESNET_OPTIONS = ("adapt_stem", "zero_init_residual", "groups", "width_per_group", "replace_stride_with_dilation")
+_MOBILENET_V3_OPTIONS = ("adapt_stem", "width_mult", "reduced_tail", "dilated")
+BACKBONE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "tiny_cnn": ("width",),
+    "resnet18": _RESNET_OPTIONS,
+    "resnet34": _RESNET_OPTIONS,
+    "resnet50": _RESNET_OPTIONS,
+    "mobilenet_v3_small": _MOBILENET_V3_OPTIONS,
+    "mobilenet_v3_large": _MOBILENET_V3_OPTIONS,
+    "efficientnet_b0": ("adapt_stem", "stochastic_depth_prob"),
+    "convnext_tiny": ("adapt_stem", "stochastic_depth_prob", "layer_scale"),
+}
+BACKBONE_NAMES = tuple(BACKBONE_OPTIONS)
+
+
+def _whose(option: str, takes: tuple[str, ...]) -> str:
+    """Where an option `takes` lacks comes from (a left-over of another backbone, or a typo)."""
+    owners = [name for name, options in BACKBONE_OPTIONS.items() if option in options]
+    if len(owners) == 1:
+        return f"{owners[0]}'s option"
+    if owners:
+        return f"an option of {', '.join(owners[:2])}{f' and {len(owners) - 2} more' if len(owners) > 2 else ''}"
+    hint = difflib.get_close_matches(option, takes, n=1)
+    return f"did you mean {hint[0]!r}?" if hint else "no backbone's option"
+
+
+def _foreign_options_error(backbone: str, args: dict[str, Any], foreign: list[str]) -> str:
+    """One line: what `backbone` does not take, whose option it is, what it takes, and the override that fixes it."""
+    takes = BACKBONE_OPTIONS[backbone]
+    named = ", ".join(f"{k!r} ({_whose(k, takes)})" for k in foreign)
+    fix = " ".join(f"-S ~model.backbone_args.{k}" for k in foreign)
+    if len(foreign) == len(args):
+        fix += " (or -S model.backbone_args={})"
+    return (f"{backbone} takes no {named}; it takes {', '.join(takes)}. "
+            f"Remove {'it' if len(foreign) == 1 else 'them'}: {fix}, or edit params.yaml")
 
 
 class ModelParams(Section):
     backbone: Literal[BACKBONE_NAMES] = Field("tiny_cnn", description="Backbone architecture (graft.models.backbones).")
-    backbone_args: dict[str, Any] = Field(default_factory=dict, description="Extra backbone kwargs, e.g. width for tiny_cnn.")
+    backbone_args: dict[str, Any] = Field(
+        default_factory=dict, description="Options of that backbone (BACKBONE_OPTIONS): width for tiny_cnn; "
+                                          "adapt_stem and the torchvision builder's own for the others. An option "
+                                          "the backbone does not take is refused here, not in pretrain.")
+
+    @field_validator("backbone_args")
+    @classmethod
+    def _options_of_this_backbone(cls, args: dict[str, Any], info) -> dict[str, Any]:
+        backbone = info.data.get("backbone")  # absent when the name itself was refused
+        foreign = [k for k in args if backbone is not None and k not in BACKBONE_OPTIONS[backbone]]
+        if foreign:
+            raise ValueError(_foreign_options_error(backbone, args, foreign))
+        return args
 
 
 class TrainParams(Section):
@@ -84,7 +133,26 @@ class TrackingParams(Section):
 # ---------------------------------------------------------------- data sources
 
 class _SourceBase(Section):
-    classes: list[str] | None = Field(None, description="Class names to use, in label order; null = all.")
+    # True where classes are named by their label numbers ("0", "1", ...), so that `classes: [0, 1]`, which
+    # YAML reads as integers, can only mean those names.
+    numbered_classes: ClassVar[bool] = False
+
+    classes: list[str] | None = Field(None, description="Class names to use, in label order; null = all. Where "
+                                                        "classes are label numbers (idx without class_names, "
+                                                        "sklearn_digits), integers are read as those names.")
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _numbers_as_names(cls, value: Any) -> Any:
+        def is_number(c: Any) -> bool:
+            return isinstance(c, int) and not isinstance(c, bool)
+
+        numbers = [c for c in value if is_number(c)] if isinstance(value, list) else []
+        if numbers and not cls.numbered_classes:
+            kind = get_args(cls.model_fields["kind"].annotation)[0]
+            raise ValueError(f"{kind} classes are names, not numbers: quote each one (classes: "
+                             f"['{numbers[0]}', ...]; YAML reads an unquoted 0 or 007 as a number)")
+        return [str(c) if is_number(c) else c for c in value] if numbers else value
 
     @model_validator(mode="after")
     def _classes_not_empty(self):
@@ -113,15 +181,41 @@ class ImageFolderSource(_SourceBase):
 
 
 class IdxSource(_SourceBase):
+    numbered_classes: ClassVar[bool] = True
+
     kind: Literal["idx"]
     images: str = Field(description="IDX images file (MNIST family), gzipped or not.")
     labels: str = Field(description="IDX labels file.")
     class_names: list[str] | None = Field(None, description="Names for labels 0..K-1; default their numbers.")
+    test_images: str | None = Field(None, description="The published test split's IDX images file (MNIST's "
+                                                      "t10k-images), with test_labels: prepare tests on these "
+                                                      "instead of carving a test split out of `images`; "
+                                                      "validation still comes from `images`.")
+    test_labels: str | None = Field(None, description="The published test split's IDX labels file.")
+
+    @model_validator(mode="after")
+    def _test_files_in_pairs(self) -> IdxSource:
+        if (self.test_images is None) != (self.test_labels is None):
+            given, lacking = ("test_images", "test_labels") if self.test_labels is None else \
+                ("test_labels", "test_images")
+            raise ValueError(f"{given} needs {lacking}: the test split is a pair of files (images and labels); "
+                             f"give both, or neither to carve the test split out of images")
+        return self
+
+    @model_validator(mode="after")
+    def _classes_among_class_names(self) -> IdxSource:
+        unknown = [c for c in self.classes or () if self.class_names is not None and c not in self.class_names]
+        if unknown:
+            raise ValueError(f"classes {unknown} are not in class_names ({', '.join(self.class_names)}); with "
+                             f"class_names set, list classes by those names, not by label number")
+        return self
 
 
 class SklearnDigitsSource(_SourceBase):
     """scikit-learn's bundled handwritten digits (1,797 real 8×8 grey scans, about 180 per digit; no download).
     Classes are "0".."9"; by default the source domain reads 0-4 and the target 5-9."""
+
+    numbered_classes: ClassVar[bool] = True
 
     kind: Literal["sklearn_digits"]
 
@@ -164,6 +258,16 @@ class IngestParams(Section):
     source: Source = Field(default_factory=SyntheticSource, description="Source domain (pretraining).")
     target: Source = Field(default_factory=SyntheticSource, description="Target domain (fine-tuning).")
     bad_files: Literal["fail", "skip"] = Field("fail", description="Unreadable images: fail listing them, or skip and record them.")
+    storage: Literal["auto", "memory", "shards"] = Field(
+        "auto", description="How the source domain is stored: memory (one tensor file, loaded whole; fastest for "
+                            "small data), shards (WebDataset tar shards under data/raw/source/, streamed through "
+                            "DataLoader workers; for data that does not fit in memory), or auto: shards when the "
+                            "decoded images would take more than 1 GiB (graft.data.shards.MEMORY_LIMIT_BYTES), else "
+                            "memory. The target domain stays in memory whatever this says (a sharded target is not "
+                            "supported yet).")
+    shard_samples: int = Field(4096, ge=1, description="storage: shards: images per shard (a shard also ends at "
+                                                       "256 MB). Each torchrun process reads its own shards, so keep "
+                                                       "many more shards than processes.")
 
     @model_validator(mode="after")
     def _domains_disjoint(self) -> "IngestParams":
@@ -181,11 +285,29 @@ class IngestParams(Section):
         return self
 
 
+def _test_size(value: Any) -> int | str:
+    """A number of test images per class, or `all`; one message for both forms (a union would print two)."""
+    if value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ValueError("expected a number of test images per class (at least 1), or all (every image left after "
+                     "data.labels_per_class and target_val_per_class)")
+
+
+TestSize = Annotated[int | Literal["all"], BeforeValidator(_test_size)]
+
+
 class PrepareParams(Section):
     source_val_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="Share of each source class held out for validation.")
-    source_test_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="Share of each source class held out for test.")
+    source_test_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="Share of each source class held out for "
+                                                                          "test; a source with its own test files "
+                                                                          "(idx test_images) is tested on all of "
+                                                                          "them instead.")
     target_val_per_class: int = Field(20, ge=1, description="Target validation images per class, drawn apart from the label budget.")
-    target_test_per_class: int = Field(50, ge=1, description="Target test images per class.")
+    target_test_per_class: TestSize = Field(
+        50, description="Target test images per class, drawn before validation and the label budget so that the "
+                        "test set does not move with them; `all`: every image left after the label budget and "
+                        "validation. A target with its own test files (idx test_images) draws them from those "
+                        "(`all`: every one).")
 
 
 class AugmentParams(Section):
@@ -429,8 +551,12 @@ def _format_error(err: dict, raw: dict, origin: str) -> str:
         hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         suggestion = f"; did you mean {'.'.join(map(str, parent + (hint[0],)))!r}?" if hint else ""
         return f"{origin}: unknown key {key!r}{suggestion} (allowed here: {', '.join(allowed)})"
-    shown = "" if isinstance(value, dict) else f" = {value!r}"
-    return f"{origin}: {key}{shown}: {err['msg']}"
+    # A section's or a source's whole mapping (the input of a missing key, too) is noise in a one-line error;
+    # a mapping value (backbone_args) is not.
+    hidden = err["type"] == "missing" or (isinstance(value, dict) and _allowed_keys(raw, loc))
+    shown = "" if hidden else f" = {value!r}"
+    message = err["msg"].removeprefix("Value error, ")  # pydantic's prefix for our own validators' messages
+    return f"{origin}: {key}{shown}: {message}"
 
 
 def validate_params(raw: Any, origin: str = "params.yaml") -> Params:
@@ -475,27 +601,110 @@ def load_params(path: Path) -> Params:
 
 # ---------------------------------------------------------------- overrides (-S key=value)
 
+# The value of an override `~KEY` (Hydra's form): take KEY out of params.yaml. `KEY=~` cannot mean that:
+# YAML reads ~ as null, which is a value of its own (classes: null, every class).
+REMOVE = object()
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """`finetune.lr=0.001` -> (["finetune", "lr"], 0.001). Values are parsed as YAML, like DVC."""
+    """`finetune.lr=0.001` -> (["finetune", "lr"], 0.001); `~model.backbone_args.width` -> (its key, REMOVE).
+    Values are parsed as YAML, like DVC."""
+    if text.startswith("~"):
+        if "=" in text:
+            raise ConfigError(f"override {text!r}: ~KEY removes KEY and takes no value, "
+                              f"e.g. ~model.backbone_args.width")
+        return _key_parts(text, text[1:]), REMOVE
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. finetune.lr=0.001")
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. finetune.lr=0.001 (or ~KEY to remove KEY)")
     key, value = text.split("=", 1)
-    parts = key.strip().split(".")
-    if not all(parts):
-        raise ConfigError(f"override {text!r}: empty key segment")
     try:
         parsed = yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from None
-    return parts, parsed
+    return _key_parts(text, key), parsed
+
+
+def _key_parts(text: str, key: str) -> list[str]:
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {text!r}: empty key segment")
+    return parts
 
 
 def _set(tree: Any, parts: list[str], value: Any) -> None:
+    if value is REMOVE:
+        parent = select(tree, parts[:-1])
+        if not isinstance(parent, dict) or parts[-1] not in parent:
+            raise ConfigError(f"override ~{'.'.join(parts)}: params.yaml has no {'.'.join(parts)} to remove")
+        if hasattr(parent, "ca"):  # ruamel's round-trip mapping: keep the lines that follow the key
+            _remove_keeping_layout(tree, parts)
+        else:
+            del parent[parts[-1]]
+        return
+    parent = None
     for p in parts[:-1]:
         if p not in tree or not hasattr(tree[p], "__setitem__"):
             tree[p] = {}
-        tree = tree[p]
+        parent, tree = tree, tree[p]
+    if hasattr(tree, "ca") and not tree and parent is not None:
+        # An empty ruamel mapping is `{}` on its key's line, with the lines after that line: they follow the
+        # first key now (in block style), not come between the key and its mapping.
+        following = _take_following_lines(parent, parts[-2], 2)
+        tree.fa.set_block_style()
+        tree[parts[-1]] = value
+        _give_following_lines(tree, parts[-1], 2, following)
+        return
     tree[parts[-1]] = value
+
+
+# ruamel keeps the blank and comment lines that follow a line in that line's end-of-line comment (a mapping
+# key's comment entry, slot 2; a list item's, slot 0): deleting or emptying a key would take them along.
+
+def _trailing_comment_slot(node: Any, key: Any) -> tuple[Any, Any, int]:
+    """Where the lines that follow `node[key]` are kept: with the last scalar inside it."""
+    value = node[key]
+    if isinstance(value, (dict, list)) and hasattr(value, "fa") and value and not value.fa.flow_style():
+        return _trailing_comment_slot(value, list(value)[-1] if isinstance(value, dict) else len(value) - 1)
+    return node, key, 0 if isinstance(node, list) else 2
+
+
+def _take_following_lines(holder: Any, at: Any, slot: int) -> str:
+    """Cut the lines after an end-of-line comment off it; returns them."""
+    token = holder.ca.items.get(at, [None] * 4)[slot]
+    if token is None or "\n" not in token.value:
+        return ""
+    head, following = token.value.split("\n", 1)
+    token.value = head + "\n"
+    return following
+
+
+def _give_following_lines(holder: Any, at: Any, slot: int, following: str) -> None:
+    if not following:
+        return
+    from ruamel.yaml.error import CommentMark
+    from ruamel.yaml.tokens import CommentToken
+
+    entry = holder.ca.items.setdefault(at, [None] * 4)
+    if entry[slot] is None:
+        entry[slot] = CommentToken("\n" + following, CommentMark(0), None)
+    else:
+        entry[slot].value += following
+
+
+def _remove_keeping_layout(doc: Any, parts: list[str]) -> None:
+    """Delete a key from a ruamel document, keeping the lines after it (the blank line and comment before the
+    next section) after the key before it, or after its mapping's own key when it was the only one."""
+    mapping, key = select(doc, parts[:-1]), parts[-1]
+    following = _take_following_lines(*_trailing_comment_slot(mapping, key))
+    keys = list(mapping)
+    position = keys.index(key)
+    del mapping[key]
+    if not mapping and len(parts) > 1:
+        mapping.fa.set_flow_style()  # `{}` on its key's line, before the lines that followed
+        _give_following_lines(select(doc, parts[:-2]), parts[-2], 2, following)
+    elif position > 0:
+        _give_following_lines(*_trailing_comment_slot(mapping, keys[position - 1]), following)
+    # else: the first of several keys; ruamel has no place before a key, so the lines go with it
 
 
 def declared_values(params: "Params", keys: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -524,18 +733,56 @@ def _as_validated(validated: dict, parts: list[str], value: Any) -> Any:
     return value if node is _MISSING or isinstance(node, (dict, list)) else node
 
 
-def apply_overrides(path: Path, overrides: list[str], write: bool = True) -> Params:
+# The keys that hold a data source: a mapping whose `kind` says which other keys it takes.
+SOURCE_KEYS = tuple(f"ingest.{name}" for name, field in IngestParams.model_fields.items()
+                    if field.discriminator == "kind")
+
+
+def _left_by_kind_change(tree: dict, parts: list[str], value: Any, typed: set[tuple[str, ...]]) -> list[str]:
+    """The keys an override of a source's `kind` leaves behind: those only the old kind takes (synthetic's
+    per_class after kind=imagefolder), which would be refused as unknown although the user never typed them.
+    A key an override sets stays, to be accepted or refused like any other."""
+    if parts[-1] != "kind" or ".".join(parts[:-1]) not in SOURCE_KEYS:
+        return []
+    source = select(tree, parts[:-1])
+    old = source.get("kind") if isinstance(source, dict) else None
+    if old not in SOURCE_KINDS or value not in SOURCE_KINDS or old == value:
+        return []
+    old_fields, new_fields = SOURCE_KINDS[old].model_fields, SOURCE_KINDS[value].model_fields
+    return [k for k in source if k in old_fields and k not in new_fields and (*parts[:-1], k) not in typed]
+
+
+def _apply(tree: dict, parsed: list[tuple[list[str], Any]],
+           written: Callable[[list[str], Any], Any]) -> list[tuple[str, str, str, list[str]]]:
+    """Set each override in `tree` (its value as `written` says), dropping what a kind change leaves behind;
+    returns (source key, old kind, new kind, dropped keys) for each kind change that dropped keys."""
+    typed = {tuple(parts) for parts, _ in parsed}
+    dropped = []
+    for parts, value in parsed:
+        left = _left_by_kind_change(tree, parts, value, typed)
+        if left:
+            dropped.append((".".join(parts[:-1]), select(tree, parts[:-1])["kind"], value, left))
+        for key in left:
+            _set(tree, [*parts[:-1], key], REMOVE)
+        _set(tree, parts, written(parts, value))
+    return dropped
+
+
+def apply_overrides(path: Path, overrides: list[str], write: bool = True,
+                    tell: Callable[[str], None] | None = None) -> Params:
     """Validate `overrides` against params.yaml and, only if valid, write them into it.
 
     Like `dvc exp run -S`, the values land in the file, so dvc.lock and params.yaml always agree.
-    Comments and layout are kept (ruamel round-trip).
+    Comments and layout are kept (ruamel round-trip). `tell` hears one line for each source whose kind an
+    override changed, naming the keys of the old kind that were dropped (said only once the result is valid).
     """
     path = Path(path)
     plain = read_params_file(path) if path.exists() else {}
     parsed = [parse_override(o) for o in overrides]
-    for parts, value in parsed:
-        _set(plain, parts, value)
+    dropped = _apply(plain, parsed, written=lambda parts, value: value)
     params = validate_params(plain, origin=f"{path.name} with overrides")
+    for source, old, new, keys in dropped if tell else ():
+        tell(f"{source}: kind {old} → {new}; {'dropped' if write else 'would drop'} {', '.join(keys)} ({old}'s)")
     if not parsed or not write:
         return params
     from ruamel.yaml import YAML
@@ -544,8 +791,8 @@ def apply_overrides(path: Path, overrides: list[str], write: bool = True) -> Par
     rt.preserve_quotes = True
     doc = rt.load(path.read_text()) if path.exists() else {}
     validated = params.model_dump(mode="json")
-    for parts, value in parsed:
-        _set(doc, parts, _as_validated(validated, parts, value))
+    _apply(doc, parsed,
+           written=lambda parts, value: value if value is REMOVE else _as_validated(validated, parts, value))
     tmp = path.with_suffix(".yaml.tmp")
     with tmp.open("w") as f:
         rt.dump(doc, f)

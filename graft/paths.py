@@ -26,6 +26,11 @@ class Paths:
     def raw(self) -> Path:
         return self.root / "data" / "raw"
 
+    def raw_test(self, domain: str) -> Path:
+        """data/raw/<domain>_test: the test split a source ships apart from its training files (idx
+        test_images), when it has one; prepare tests on it instead of carving one out of data/raw/<domain>."""
+        return self.raw / f"{domain}_test"
+
     @property
     def sources(self) -> Path:
         """Where users put their own images (a DVC dependency of `ingest`)."""

@@ -36,6 +36,15 @@ def recipe_line(ft: dict) -> str:
     return f"{chosen} (auto, best validation accuracy of {len(candidates)}: {scores})"
 
 
+def backbone_row(pre: dict) -> tuple[str, str]:
+    """Pretrained on the source: its accuracy there. Imported: which weights, and the size the backbone sees."""
+    if "weights_sha256" not in pre:
+        return "source accuracy (pretrained backbone)", pct(pre.get("source_test_acc"))
+    size = pre.get("input_size")
+    return "pretrained backbone", (f"imported {pre.get('weights')} (sha256 {pre['weights_sha256'][:12]})"
+                                   + (f", sees {size}×{size} images" if size else ""))
+
+
 def registered_model(candidate: str | None) -> str | None:
     """What register's `candidate` names, in words."""
     return {"scratch": "the from-scratch control", "finetuned": "the fine-tuned model"}.get(candidate or "")
@@ -65,7 +74,7 @@ def render(paths: Paths, statuses: dict[str, dict] | None = None) -> str:
     pre, ft, ev, reg = (read_json_or_empty(paths.metric(n)) for n in ("pretrain", "finetune", "evaluate", "register"))
 
     rows = [
-        ("source accuracy (pretrained backbone)", pct(pre.get("source_test_acc"))),
+        backbone_row(pre),
         ("fine-tuning recipe", recipe_line(ft)),
         ("target accuracy, fine-tuned", pct(ev.get("test_acc"))),
         ("target accuracy, from scratch", pct(ev.get("baseline_test_acc"))),

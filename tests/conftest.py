@@ -51,10 +51,28 @@ def tier_of(item) -> str:
     return tier
 
 
+# Under pytest-xdist (make test runs two workers, --dist loadgroup) a session fixture is made once per worker
+# that uses it. The finished pipeline runs are the costly ones, so their users share one worker. Tests that
+# share a module-scoped fixture (a workspace that one test leaves for the next) stay together on one worker.
+FINISHED_RUNS = ("one_run", "two_runs")
+
+
+def xdist_group(item) -> str | None:
+    if any(name in item.fixturenames for name in FINISHED_RUNS):
+        return "finished_runs"
+    defs = item._fixtureinfo.name2fixturedefs
+    if any(d.scope == "module" for name in item.fixturenames for d in defs.get(name, ())):
+        return item.nodeid.split("::")[0]
+    return None
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m selects by these markers
 def pytest_collection_modifyitems(config, items):
     for item in items:
         item.add_marker(tier_of(item))
+        group = xdist_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def tiny_overrides() -> dict:

@@ -61,6 +61,13 @@ def _image_files(folder: Path) -> list[Path]:
     return files
 
 
+def scan_imagefolder(root: Path, classes: list[str] | None = None) -> tuple[list[str], list[tuple[Path, int]]]:
+    """(class names, [(file, label), ...] in reading order) without opening any image: what a streaming
+    reader (graft.data.shards) walks, and what sizes the dataset before deciding how to store it."""
+    folders = _class_folders(Path(root), classes)
+    return [f.name for f in folders], [(path, label) for label, f in enumerate(folders) for path in _image_files(f)]
+
+
 def _reason(path: Path, err: DataError) -> str:
     msg = str(err)
     prefix = f"{path}: "

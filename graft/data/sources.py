@@ -9,7 +9,7 @@ from typing import Any
 
 from graft.config import (DEFAULT_CLASSES, IdxSource, ImageFolderSource, Params, SklearnDigitsSource, SyntheticSource,
                           TorchvisionSource)
-from graft.data.dataset import ImageDataset
+from graft.data.dataset import DataError, ImageDataset
 
 
 def _resolve(root: Path, p: str) -> Path:
@@ -52,6 +52,24 @@ def load_source(spec: Any, domain: str, params: Params, root: Path) -> tuple[Ima
     raise TypeError(f"unsupported source {spec!r}")
 
 
+def load_source_test(spec: Any, params: Params, root: Path, classes: list[str]) -> ImageDataset | None:
+    """The test split a source ships apart from its training files (idx test_images and test_labels), with the
+    training split's `classes` in the same order; None for a source without one."""
+    if not (isinstance(spec, IdxSource) and spec.test_images):
+        return None
+    from graft.data.idx import load_idx
+
+    images = _resolve(root, spec.test_images)
+    test = load_idx(images, _resolve(root, spec.test_labels), params.data.image_size, params.data.channels,
+                    class_names=spec.class_names)
+    missing = [c for c in classes if c not in test.classes]
+    if missing:
+        raise DataError(f"{images}: the test files have no class {missing} (their labels end at "
+                        f"{len(test.classes) - 1}), which the training files have; give the test files of the same "
+                        f"dataset, or leave these classes out with `classes`")
+    return test.select_classes(classes)
+
+
 def describe_source(spec: Any) -> str:
     if isinstance(spec, SyntheticSource):
         return f"synthetic ({spec.per_class} per class{', shifted style' if spec.style == 'shifted' else ''})"
@@ -60,7 +78,7 @@ def describe_source(spec: Any) -> str:
     if isinstance(spec, ImageFolderSource):
         return f"imagefolder {spec.path}"
     if isinstance(spec, IdxSource):
-        return f"idx {spec.images}"
+        return f"idx {spec.images}" + (f" (test split: {spec.test_images})" if spec.test_images else "")
     return f"torchvision {spec.name} at {spec.root}"
 
 

@@ -54,4 +54,8 @@ def load_domain(paths: Paths, domain: str) -> tuple[dict[str, ImageDataset], dic
     manifest_file = folder / "manifest.json"
     if not manifest_file.exists():
         raise FileNotFoundError(f"{manifest_file}: missing; run `graft run` (or `graft stage prepare`) first")
-    return {name: load_dataset(folder / name) for name in ("train", "val", "test")}, read_json(manifest_file)
+    manifest = read_json(manifest_file)
+    if manifest.get("storage") == "shards":
+        raise DataError(f"{folder.relative_to(paths.root)} is stored as shards, which only pretrain streams so far: "
+                        f"{domain} storage: shards is not supported yet; set ingest.storage: memory and rerun ingest")
+    return {name: load_dataset(folder / name) for name in ("train", "val", "test")}, manifest

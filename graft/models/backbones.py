@@ -285,7 +285,12 @@ class TorchvisionBackbone(Backbone):
         # tiny_cnn run, and every command that only reads a model's description, never needs.
         import torchvision.models
 
-        model = getattr(torchvision.models, arch)(weights=None, **kwargs)
+        try:
+            model = getattr(torchvision.models, arch)(weights=None, **kwargs)
+        except TypeError as e:  # e.g. tiny_cnn's `width`, left in model.backbone_args when switching backbone
+            raise ValueError(f"model.backbone_args {kwargs} do not fit {arch} ({e}); the torchvision backbones take "
+                             f"adapt_stem and their torchvision builder's arguments: remove the others, e.g. "
+                             f"model.backbone_args: {{}}") from None
         if adapt_stem:
             if image_size <= SMALL_INPUT_MAX:
                 family.adapt_small(model, in_channels, image_size)

@@ -9,7 +9,7 @@ from graft import tracking
 from graft.config import Params
 from graft.console import say
 from graft.contract import REL, Contract, Plot, model_files, rel
-from graft.data.store import load_domain
+from graft.data.streaming import open_domain
 from graft.files import read_json, write_history, write_metrics
 from graft.models.heads import HeadSpec
 from graft.models.io import architecture_of, build_classifier, save_backbone
@@ -36,7 +36,7 @@ def run(params: Params, paths: Paths) -> dict:
     if params.pretrain.weights != "train":
         return import_weights(params, paths)
     device = setup_torch(params)
-    data, manifest = load_domain(paths, "source")
+    data, manifest = open_domain(paths, "source")  # in memory, or streamed from shards (ingest.storage)
     architecture = architecture_of(params)
     torch.manual_seed(derive_seed(params.seed, "pretrain", "init"))
     model = build_classifier(architecture, len(manifest["classes"]), HeadSpec(kind="linear"))

@@ -31,6 +31,18 @@ class AugmentSpec:
 
 def make_augment(spec: AugmentSpec | None, image_size: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """A function from a uint8 N×C×H×W batch to an augmented one, or None when everything is off."""
+    per_image = per_image_augment(spec, image_size)
+    if per_image is None:
+        return None
+
+    def augment(batch: torch.Tensor) -> torch.Tensor:
+        return torch.stack([per_image(img) for img in batch])
+
+    return augment
+
+
+def per_image_augment(spec: AugmentSpec | None, image_size: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The same ops on one uint8 C×H×W image (streamed data augments image by image in DataLoader workers)."""
     if spec is None or not spec.enabled:
         return None
     from torchvision.transforms import v2
@@ -42,9 +54,4 @@ def make_augment(spec: AugmentSpec | None, image_size: int) -> Callable[[torch.T
         ops.append(v2.RandomHorizontalFlip())
     if spec.trivial_augment:
         ops.append(v2.TrivialAugmentWide())
-    per_image = v2.Compose(ops)
-
-    def augment(batch: torch.Tensor) -> torch.Tensor:
-        return torch.stack([per_image(img) for img in batch])
-
-    return augment
+    return v2.Compose(ops)

@@ -2,8 +2,9 @@
 learning rate, forward, loss, backward, clip, step, average; then validate, keep the best, checkpoint,
 report.
 
-Data is already uint8 tensors in memory; the model normalises on the fly, so the only per-image work
-is the optional augmentation. Nothing inside a step reads a value back from the device: the epoch's
+Batches come from batches.py: uint8 tensors already in memory (the model normalises on the fly, so the
+only per-image work is the optional augmentation), or a split streamed from shards, decoded and augmented
+by DataLoader workers; the loop cannot tell them apart. Nothing inside a step reads a value back from the device: the epoch's
 loss and accuracy accumulate there and are read once per epoch (device.py has the CUDA specifics).
 Under torchrun the same loop trains one shard per process (distributed.py says how).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -25,7 +26,7 @@ from graft.models.classifier import GraftClassifier
 from graft.models.surgery import apply_bn_policy, trainable_parameter_count
 from graft.seeding import generator
 from graft.training import distributed
-from graft.training.augment import make_augment
+from graft.training.batches import Batch, TrainBatches, batches_for
 from graft.training.checkpoint import Checkpoint
 from graft.training.device import Placement, placement_for, release_layout
 from graft.training.distributed import World
@@ -60,11 +61,27 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int,
     return torch.cat(out) if out else torch.empty(0)
 
 
-def evaluate(model: nn.Module, ds: ImageDataset, batch_size: int,
-             device: torch.device | Placement) -> dict[str, float]:
-    logits = predict_logits(model, ds.images, batch_size, device)
-    return {"loss": F.cross_entropy(logits, ds.labels).item(),
-            "acc": (logits.argmax(1) == ds.labels).float().mean().item()}
+def evaluate(model: nn.Module, ds, batch_size: int, device: torch.device | Placement) -> dict[str, float]:
+    """Loss and accuracy on `ds`: an ImageDataset, or a streamed split (read in order, not augmented)."""
+    if isinstance(ds, ImageDataset):
+        logits, labels = predict_logits(model, ds.images, batch_size, device), ds.labels
+    else:
+        logits, labels = _predict_streamed(model, ds, batch_size, device)
+    return {"loss": F.cross_entropy(logits, labels).item(),
+            "acc": (logits.argmax(1) == labels).float().mean().item()}
+
+
+@torch.inference_mode()
+def _predict_streamed(model: nn.Module, split, batch_size: int,
+                      device: torch.device | Placement) -> tuple[torch.Tensor, torch.Tensor]:
+    place = device if isinstance(device, Placement) else Placement(device)
+    model.eval()
+    out, labels = [], []
+    for x, y in split.ordered_batches(batch_size):
+        with place.autocast():
+            out.append(model(place.batch(x)).float().cpu())
+        labels.append(y)
+    return torch.cat(out), torch.cat(labels)
 
 
 EpochCallback = Callable[[dict], None]
@@ -93,11 +110,10 @@ class _Progress:
     bad_epochs: int = 0
 
 
-def _train_epoch(model: GraftClassifier, net: nn.Module, train: ImageDataset, optimizer: torch.optim.Optimizer,
-                 recipe: Recipe, phase: Phase, first_step: int, phase_steps: int, order: torch.Tensor, batch_size: int,
-                 augment, ema: WeightEma | None, place: Placement, world: World,
-                 shown: EpochProgress | None) -> tuple[dict, dict]:
-    """One pass over `order` (this process's shard) in steps of `batch_size`; `net` is `model`, or DDP around it."""
+def _train_epoch(model: GraftClassifier, net: nn.Module, batches: Iterable[Batch], optimizer: torch.optim.Optimizer,
+                 recipe: Recipe, phase: Phase, first_step: int, phase_steps: int, ema: WeightEma | None,
+                 place: Placement, world: World, shown: EpochProgress | None) -> tuple[dict, dict]:
+    """One pass over this process's batches of the epoch; `net` is `model`, or DDP around it."""
     rates: dict[str, float] = {}
     head_peak = recipe.lr * phase.lr_scale
     backbone_peak = (recipe.backbone_lr if recipe.backbone_lr is not None else recipe.lr) * phase.lr_scale
@@ -105,12 +121,9 @@ def _train_epoch(model: GraftClassifier, net: nn.Module, train: ImageDataset, op
     loss_sum = torch.zeros((), dtype=torch.float64, device=place.device)
     correct = torch.zeros((), dtype=torch.int64, device=place.device)
     seen, start = 0, time.perf_counter()
-    for step, i in enumerate(range(0, len(order), batch_size), start=first_step):
-        idx = order[i:i + batch_size]
-        x = train.images[idx]
-        if augment is not None:
-            x = augment(x)
-        x, y = place.batch(x), place.batch(train.labels[idx])
+    for step, (x, y) in enumerate(batches, start=first_step):
+        n = len(y)
+        x, y = place.batch(x), place.batch(y)
         factor = lr_factor(recipe.schedule, step, phase_steps, recipe.warmup)
         set_rates(optimizer, head_peak, backbone_peak, factor)
         if not rates:
@@ -125,9 +138,9 @@ def _train_epoch(model: GraftClassifier, net: nn.Module, train: ImageDataset, op
         optimizer.step()
         if ema is not None:
             ema.update(model)
-        loss_sum += loss.detach().double() * len(idx)
+        loss_sum += loss.detach().double() * n
         correct += (logits.argmax(1) == y).sum()
-        seen += len(idx)
+        seen += n
         if shown is not None:
             shown.step(seen, loss_sum, correct)
     if world.distributed:
@@ -149,13 +162,13 @@ class _Setup:
     phases: list[Phase]
     optimizer: torch.optim.Optimizer
     ema: WeightEma | None
-    augment: Callable | None
+    batches: TrainBatches
     batch_size: int         # per process
     steps_per_epoch: int
     shard_images: int       # images per epoch in this process's shard
 
 
-def _set_up(model: GraftClassifier, train: ImageDataset, recipe: Recipe, stage: str,
+def _set_up(model: GraftClassifier, train, recipe: Recipe, seed: int, stage: str,
             device: torch.device) -> tuple[GraftClassifier, _Setup]:
     world = distributed.current_world()
     model, not_synced = distributed.sync_batchnorm(model, world, device, recipe.sync_bn)
@@ -164,23 +177,24 @@ def _set_up(model: GraftClassifier, train: ImageDataset, recipe: Recipe, stage: 
     place = placement_for(model, device)
     place.place(model)
     batch_size = distributed.local_batch(recipe.batch_size, world)
-    shard_images = math.ceil(len(train) / world.size)
+    batches = batches_for(train, recipe.augment, seed=seed, stage=stage, world=world, batch_size=batch_size)
+    shard_images = batches.images_per_epoch
     return model, _Setup(
         world, place, plan_phases(recipe.strategy, recipe.epochs, recipe.freeze_epochs, recipe.unfrozen_lr_factor),
         make_optimizer(model, recipe.optimizer, recipe.weight_decay, recipe.momentum, recipe.layer_decay),
         WeightEma(model, recipe.ema_decay) if recipe.ema_decay else None,
-        make_augment(recipe.augment, train.images.shape[-1]), batch_size, math.ceil(shard_images / batch_size),
-        shard_images)
+        batches, batch_size, math.ceil(shard_images / batch_size), shard_images)
 
 
-def fit(model: GraftClassifier, train: ImageDataset, val: ImageDataset, recipe: Recipe, *, seed: int, stage: str,
+def fit(model: GraftClassifier, train, val, recipe: Recipe, *, seed: int, stage: str,
         device: torch.device, on_epoch: EpochCallback | None = None,
         checkpoint: Checkpoint | None = None) -> FitResult:
     """Train `model` in place by `recipe`. On return the model holds the kept weights (the best epoch's
-    with keep: best, else the last epoch's, or their moving average with ema_decay)."""
+    with keep: best, else the last epoch's, or their moving average with ema_decay).
+    `train` and `val` are ImageDatasets, or splits streamed from shards (graft.data.streaming)."""
     if len(train) == 0:
         raise ValueError(f"{stage}: the training set is empty")
-    model, run = _set_up(model, train, recipe, stage, device)
+    model, run = _set_up(model, train, recipe, seed, stage, device)
     world = run.world
     progress = _Progress()
     resumed_after = 0
@@ -205,12 +219,10 @@ def fit(model: GraftClassifier, train: ImageDataset, val: ImageDataset, recipe: 
         # Seeded by (seed, stage, epoch): the same draws whether or not earlier epochs ran in this process.
         # Process 0 draws what a single process draws; the others their own (augmentation, dropout).
         torch.manual_seed(generator(seed, stage, "epoch", epoch, *([world.rank] if world.rank else [])).initial_seed())
-        order = torch.randperm(len(train), generator=generator(seed, stage, "shuffle", epoch))
-        order = distributed.shard(order, world)
         shown = EpochProgress(f"{stage}: epoch {epoch}/{recipe.epochs}", run.shard_images) if world.primary else None
-        stats, rates = _train_epoch(model, net, train, run.optimizer, recipe, phase,
+        stats, rates = _train_epoch(model, net, run.batches.epoch(epoch), run.optimizer, recipe, phase,
                                     epochs_into_phase * run.steps_per_epoch, phase.epochs * run.steps_per_epoch,
-                                    order, run.batch_size, run.augment, run.ema, run.place, world, shown)
+                                    run.ema, run.place, world, shown)
         if shown is not None:
             shown.close()
         row = _score_epoch(model, val, recipe, run, epoch, phase, stats, rates, progress, device)
@@ -232,7 +244,7 @@ def fit(model: GraftClassifier, train: ImageDataset, val: ImageDataset, recipe: 
     return FitResult(progress.history, kept_epoch, stopped_early, resumed_after)
 
 
-def _score_epoch(model: GraftClassifier, val: ImageDataset, recipe: Recipe, run: _Setup, epoch: int, phase: Phase,
+def _score_epoch(model: GraftClassifier, val, recipe: Recipe, run: _Setup, epoch: int, phase: Phase,
                  stats: dict, rates: dict, progress: _Progress, device: torch.device) -> dict:
     """Validate the epoch's weights (the moving average's, with ema_decay), add its row to the history and
     remember it if it is the best so far."""

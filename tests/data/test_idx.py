@@ -133,3 +133,54 @@ def test_load_idx_mismatch_and_swapped(tmp_path):
     assert str(short) in str(e.value)
     with pytest.raises(DataError, match="expected N×H×W"):
         load_idx(short, short, 6, 1)
+
+
+def test_test_files_become_the_test_split(tmp_path):
+    """ingest keeps an idx source's test files apart (data/raw/target_test) and prepare tests on them, carving
+    only validation and the label budget out of the training files; integer classes name the labels."""
+    from graft.config import validate_params
+    from graft.data.store import load_dataset
+    from graft.files import read_json
+    from graft.paths import Paths
+    from graft.stages import ingest, prepare
+    from tests.conftest import merge, tiny_params_dict
+
+    src = tmp_path / "mnist"
+    src.mkdir()
+    train_labels, test_labels = np.repeat(np.arange(4, dtype=np.uint8), 10), np.repeat(np.arange(4, dtype=np.uint8), 3)
+    for name, labels in (("train", train_labels), ("t10k", test_labels)):
+        write_idx(src / f"{name}-images-idx3-ubyte", (labels[:, None, None] * 60 + np.zeros((6, 6), np.uint8)))
+        write_idx(src / f"{name}-labels-idx1-ubyte", labels)
+    target = {"kind": "idx", "images": "mnist/train-images-idx3-ubyte", "labels": "mnist/train-labels-idx1-ubyte",
+              "test_images": "mnist/t10k-images-idx3-ubyte", "test_labels": "mnist/t10k-labels-idx1-ubyte",
+              "classes": [3, 0, 1]}
+    raw = merge(tiny_params_dict(), {"prepare": {"target_test_per_class": "all"}})
+    raw["ingest"]["target"] = target
+    params = validate_params(raw)
+    paths = Paths.at(tmp_path)
+    ingest.run(params, paths)
+    assert load_dataset(paths.raw_test("target")).classes == ["3", "0", "1"]
+    prepare.run(params, paths)
+
+    manifest = read_json(paths.prepared("target") / "manifest.json")
+    assert manifest["counts"] == {"train": 12, "val": 12, "test": 9} and manifest["test_from"] == "test_files"
+    test = load_dataset(paths.prepared("target") / "test")
+    assert test.labels.bincount().tolist() == [3, 3, 3]
+    grey = test.images[:, 0, 0, 0]  # class k was drawn at grey level 60*k, so each label shows where it came from
+    assert {(int(label), int(g)) for label, g in zip(test.labels, grey)} == {(0, 180), (1, 0), (2, 60)}
+    assert read_json(paths.prepared("source") / "manifest.json")["test_from"] == "split"
+
+
+def test_test_files_without_a_training_class_are_refused(tmp_path):
+    from graft.config import validate_params
+    from graft.data.sources import load_source_test
+    from tests.conftest import tiny_params_dict
+
+    write_idx(tmp_path / "ti", np.zeros((4, 5, 5), np.uint8))
+    write_idx(tmp_path / "tl", np.array([0, 1, 1, 0], np.uint8))
+    spec = {"kind": "idx", "images": "i", "labels": "l", "test_images": "ti", "test_labels": "tl"}
+    raw = tiny_params_dict()
+    raw["ingest"]["target"] = spec
+    params = validate_params(raw)
+    with pytest.raises(DataError, match=r"test files have no class \['2'\]"):
+        load_source_test(params.ingest.target, params, tmp_path, ["0", "1", "2"])

@@ -20,6 +20,11 @@ CASES = [
      ["share classes ['ring_solid']"]),
     (["model.backbone=resnet1000"], ["model.backbone = 'resnet1000'", "resnet18"]),
     (["finetune.strategy=magic"], ["finetune.strategy = 'magic'", "linear_probe"]),
+    (["model.backbone=resnet18"], ["model.backbone_args = {'width': 8}: resnet18 takes no 'width' (tiny_cnn's option)",
+                                   "-S ~model.backbone_args.width"]),
+    (["ingest.target.kind=imagefolder", "ingest.target.path=x", "ingest.target.classes=[0, 1]"],
+     ["ingest.target.classes = [0, 1]: imagefolder classes are names, not numbers"]),
+    (["prepare.target_test_per_class=most"], ["prepare.target_test_per_class = 'most'", "or all"]),
 ]
 
 
@@ -48,6 +53,22 @@ def test_dry_run_validates_overrides_but_writes_nothing(workspace, capsys):
     proc = graft_in_process(capsys, workspace, "run", "--dry-run", "-S", "finetune.lr=0.5")
     assert proc.returncode == 0, proc.stderr
     assert "would set finetune.lr=0.5" in proc.stdout
+    assert (workspace / "params.yaml").read_text() == before
+
+
+def test_dry_run_refuses_options_of_another_backbone(workspace, capsys):
+    proc = graft_in_process(capsys, workspace, "run", "--dry-run", "-S", "model.backbone=resnet18")
+    assert proc.returncode == 1
+    assert "resnet18 takes no 'width' (tiny_cnn's option)" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_dry_run_names_the_keys_a_kind_change_drops(workspace, capsys):
+    before = (workspace / "params.yaml").read_text()
+    proc = graft_in_process(capsys, workspace, "run", "--dry-run", "-S", "ingest.target.kind=imagefolder",
+                            "-S", "ingest.target.path=data/sources/x", "-S", "~ingest.target.classes")
+    assert proc.returncode == 0, proc.stderr
+    assert "params.yaml: would remove ingest.target.classes" in proc.stdout
+    assert "ingest.target: kind synthetic → imagefolder; would drop per_class (synthetic's)" in proc.stdout
     assert (workspace / "params.yaml").read_text() == before
 
 

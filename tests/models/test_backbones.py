@@ -90,6 +90,12 @@ def test_unknown_backbone_names_the_name_and_the_choices():
         assert name in message
 
 
+def test_arguments_of_another_backbone_name_the_params_key():
+    # The shipped params.yaml has tiny_cnn's width; switching model.backbone alone must say what to change.
+    with pytest.raises(ValueError, match=r"model.backbone_args \{'width': 32\} do not fit resnet18"):
+        create_backbone("resnet18", in_channels=3, image_size=IMAGE_SIZE, width=32)
+
+
 def test_published_architecture_needs_three_channels():
     with pytest.raises(ValueError, match="adapt_stem"):
         create_backbone("resnet18", in_channels=1, image_size=IMAGE_SIZE, adapt_stem=False)

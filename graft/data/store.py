@@ -13,8 +13,9 @@ from graft.paths import Paths
 
 def content_hash(ds: ImageDataset) -> str:
     h = hashlib.sha256()
-    h.update(ds.images.contiguous().numpy().tobytes())
-    h.update(ds.labels.contiguous().numpy().tobytes())
+    # The tensors' own buffers: .tobytes() would copy the whole dataset just to hash it.
+    h.update(ds.images.contiguous().numpy())
+    h.update(ds.labels.contiguous().numpy())
     h.update("\0".join(ds.classes).encode())
     return h.hexdigest()[:16]
 
@@ -24,6 +25,7 @@ def save_dataset(path: Path, ds: ImageDataset, meta: dict[str, Any] | None = Non
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    # safetensors (0.8) writes straight from the tensors' memory: no serialised copy of the dataset is built.
     save_file({"images": ds.images.contiguous(), "labels": ds.labels.contiguous()}, str(path.with_suffix(".safetensors")))
     sidecar = {
         "classes": ds.classes,
@@ -44,7 +46,7 @@ def load_dataset(path: Path) -> ImageDataset:
     for f in (tensors_file, sidecar_file):
         if not f.exists():
             raise DataError(f"{f}: missing; run the stage that writes it (graft run, or dvc repro)")
-    tensors = load_file(str(tensors_file))
+    tensors = load_file(str(tensors_file))  # memory-mapped: pages are read as they are touched, never copied
     return ImageDataset(tensors["images"], tensors["labels"], read_json(sidecar_file)["classes"])
 
 

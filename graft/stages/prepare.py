@@ -53,8 +53,9 @@ def _carve(per_class: list[list[int]], layout: list[tuple[str, int | None]]) -> 
     return splits
 
 
-def _test_from_files(test: ImageDataset, per_class: int | None, seed: int, domain: str) -> ImageDataset:
-    """The test split from a source's own test files: `per_class` of each class, seeded, or all of them (None)."""
+def _test_from_files(test: ImageDataset, per_class: int | None, seed: int, domain: str) -> list[int]:
+    """The positions in a source's own test files of its test split: `per_class` of each class, seeded, or all of
+    them (None)."""
     order = _per_class_indices(test, seed, f"{domain}_test")
     empty = [name for name, idx in zip(test.classes, order) if not idx]
     if empty:
@@ -64,16 +65,26 @@ def _test_from_files(test: ImageDataset, per_class: int | None, seed: int, domai
     if short:
         raise DataError(f"the {domain}'s test files have too few images of {short} for prepare.target_test_per_class "
                         f"({per_class}); lower it, or set it to all")
-    return _subset(test, [i for idx in order for i in idx[:per_class]])
+    return [i for idx in order for i in idx[:per_class]]
+
+
+# A split plan: each split's dataset (the domain's, or its own test files) and its positions in it. Splits are
+# copied out of it one at a time, so that a stage holds the raw domain and one split, not all of them at once.
+Plan = dict[str, tuple[ImageDataset, list[int]]]
 
 
 def split_source(ds: ImageDataset, params: Params, test: ImageDataset | None = None) -> dict[str, ImageDataset]:
+    """plan_source's splits, copied out all at once."""
+    return {name: _subset(d, idx) for name, (d, idx) in plan_source(ds, params, test).items()}
+
+
+def plan_source(ds: ImageDataset, params: Params, test: ImageDataset | None = None) -> Plan:
     """Fractions of each class for validation and test; a source with its own test files is tested on all of
     them, and only validation is held out of `ds`."""
-    out = {k: _subset(ds, v) for k, v in source_positions(ds, params, test is not None).items()}
+    plan = {k: (ds, v) for k, v in source_positions(ds, params, test is not None).items()}
     if test is not None:
-        out["test"] = _test_from_files(test, None, params.seed, "source")
-    return out
+        plan["test"] = (test, _test_from_files(test, None, params.seed, "source"))
+    return plan
 
 
 def source_positions(ds, params: Params, own_test: bool) -> dict[str, list[int]]:
@@ -92,6 +103,11 @@ def source_positions(ds, params: Params, own_test: bool) -> dict[str, list[int]]
 
 
 def split_target(ds: ImageDataset, params: Params, test: ImageDataset | None = None) -> dict[str, ImageDataset]:
+    """plan_target's splits, copied out all at once."""
+    return {name: _subset(d, idx) for name, (d, idx) in plan_target(ds, params, test).items()}
+
+
+def plan_target(ds: ImageDataset, params: Params, test: ImageDataset | None = None) -> Plan:
     """Validation and the label budget come from `ds`. Test comes from the source's own test files when it has
     them; else from `ds`, drawn first so that it does not move with the label budget, or, when it is `all`,
     what is left after validation and the budget."""
@@ -113,31 +129,65 @@ def split_target(ds: ImageDataset, params: Params, test: ImageDataset | None = N
             f"target classes with too few images: {short}; each needs data.labels_per_class ({budget}) + "
             f"prepare.target_val_per_class ({p.target_val_per_class}){test_term} = {need}. "
             f"Lower those numbers or add images.")
-    splits = {k: _subset(ds, v) for k, v in _carve(order, layout).items()}
+    plan = {k: (ds, v) for k, v in _carve(order, layout).items()}
     if test is not None:
-        splits["test"] = _test_from_files(test, test_size, params.seed, "target")
-    return splits
+        plan["test"] = (test, _test_from_files(test, test_size, params.seed, "target"))
+    return plan
+
+
+_STATS_CHUNK = 128  # images turned into floats at once by channel_stats
 
 
 def channel_stats(ds: ImageDataset) -> tuple[list[float], list[float]]:
-    x = ds.images.float().div_(255.0)
-    return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+    """Per-channel mean and std (n-1) of the images scaled to 0..1: the float32 values that
+    `x = images.float() / 255; x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))` gives, without the float copy of the
+    whole split (four times its size).
+
+    The mean is summed in torch's own order for that reduction: each image's channel plane is summed on its own,
+    and those sums are added up in float32 one image after the other; summing chunk by chunk in that order gives
+    the same bits. A grey or 1×1 image has no such planes (torch then sums the tensor as one run), so those are
+    reduced whole. The std comes from a histogram of the 256 values, accumulated in float64 as torch does.
+    """
+    images = ds.images
+    n, c, h, w = images.shape
+    if c == 1 or h * w == 1:
+        x = images.float().div_(255.0)
+        return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+    total = torch.zeros(c, dtype=torch.float32)
+    counts = torch.zeros(c, 256, dtype=torch.int64)
+    for start in range(0, n, _STATS_CHUNK):
+        chunk = images[start:start + _STATS_CHUNK]
+        for plane_sums in chunk.float().div_(255.0).sum(dim=(2, 3)):
+            total += plane_sums
+        for channel in range(c):
+            counts[channel] += torch.bincount(chunk[:, channel].reshape(-1), minlength=256)
+    mean = total.div_(n * h * w)
+    values = torch.arange(256, dtype=torch.uint8).float().div_(255.0).double()  # exactly the float32 values
+    count = counts.sum(dim=1).double()
+    mean64 = (counts * values).sum(dim=1) / count
+    var = (counts * (values - mean64[:, None]).square()).sum(dim=1) / (count - 1)
+    return mean.tolist(), var.sqrt().float().clamp_min(1e-3).tolist()
 
 
 def run(params: Params, paths: Paths) -> dict:
     summary = {}
-    for domain, split in (("source", split_source), ("target", split_target)):
+    for domain, plan_splits in (("source", plan_source), ("target", plan_target)):
         if domain == "source" and is_sharded(read_json(paths.raw / "source.json")):
             summary.update(_prepare_sharded_source(params, paths))  # index lists only, no image copied
             continue
         raw = load_dataset(paths.raw / domain)
         own_test = paths.raw_test(domain).with_suffix(".safetensors").exists()
-        splits = split(raw, params, load_dataset(paths.raw_test(domain)) if own_test else None)
+        plan = plan_splits(raw, params, load_dataset(paths.raw_test(domain)) if own_test else None)
         out = paths.prepared(domain)
         tmp = out.with_name(f"{domain}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        sidecars = {name: save_dataset(tmp / name, ds) for name, ds in splits.items()}
-        mean, std = channel_stats(splits["train"])
+        sidecars = {}
+        for name, (ds, idx) in plan.items():
+            split = _subset(ds, idx)
+            sidecars[name] = save_dataset(tmp / name, split)
+            if name == "train":
+                mean, std = channel_stats(split)
+            del split  # before the next split is copied out
         manifest = {
             "domain": domain,
             "classes": raw.classes,

@@ -94,3 +94,19 @@ def test_source_with_its_own_test_files_carves_only_validation():
     assert splits["val"].labels.bincount().tolist() == [2, 1]
     assert splits["train"].labels.bincount().tolist() == [18, 9]  # nothing held out for test
     assert _rows(splits["test"]) == _rows(test)
+
+
+@pytest.mark.parametrize("shape", [(300, 3, 28, 28), (129, 3, 5, 7), (1, 3, 3, 3), (40, 3, 1, 1), (50, 1, 16, 16)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_channel_stats_are_the_bits_of_the_whole_tensor_reduction(shape, threads):
+    """channel_stats works chunk by chunk; the manifest must still hold exactly what the whole float tensor gives."""
+    images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(shape[0]))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = images.float().div_(255.0)
+        expected = x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+        got = prepare.channel_stats(ImageDataset(images, torch.zeros(shape[0], dtype=torch.int64), ["a"]))
+    finally:
+        torch.set_num_threads(before)
+    assert got == expected

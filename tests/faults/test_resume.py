@@ -78,11 +78,16 @@ def test_killed_pretraining_resumes_and_matches_an_uninterrupted_run(prepared, t
 
     straight = copy_workspace(prepared, tmp_path / "straight")
     dvc(straight, "repro", "pretrain")
-    assert json.loads((interrupted / "metrics/pretrain.json").read_text()) == \
-           json.loads((straight / "metrics/pretrain.json").read_text())
-    assert (interrupted / "models/backbone.safetensors").read_bytes() == \
-           (straight / "models/backbone.safetensors").read_bytes()
+    assert_same_pretraining(interrupted, straight)
     assert _history_without_timing(interrupted) == _history_without_timing(straight)
+
+
+def assert_same_pretraining(resumed: Path, straight: Path) -> None:
+    """The resumed run's metrics and backbone are those of the run never interrupted, to the bit."""
+    assert json.loads((resumed / "metrics/pretrain.json").read_text()) == \
+           json.loads((straight / "metrics/pretrain.json").read_text())
+    assert (resumed / "models/backbone.safetensors").read_bytes() == \
+           (straight / "models/backbone.safetensors").read_bytes()
 
 
 def _history_without_timing(ws: Path) -> list[dict]:

@@ -7,7 +7,7 @@ Two sizes per backbone, each built by graft's own functions:
   with graft's small-input stem (`adapt_stem`: ResNets get a 3×3/1 first conv and no max-pool, the
   MobileNets and EfficientNet a stride-1 first conv, ConvNeXt a 2×2 patchify stem);
 - 224 px with the published stem, as imported weights run (`pretrain.weights: data/weights/<file>`,
-  `pretrain.input_size: 0`): `imported_architecture` keeps the architecture as published. tiny_cnn has
+  `pretrain.input_size: 0`): `architecture_of` then keeps the architecture as published. tiny_cnn has
   no published form; at 224 px it is graft's tiny_cnn for large inputs (a stride-2 first conv).
 For the torchvision backbones it also counts the published stem at 32 px: what graft's stem adds there.
 
@@ -15,8 +15,8 @@ GFLOP: torch.utils.flop_counter.FlopCounterMode on one forward pass of one image
 multiply-add; convolutions and matrix products only: BatchNorm, activations and pooling are not
 counted), times 3 for a training step (the backward pass costs about twice the forward). The counter's
 own count of a backward pass is not used: it matches 2× the forward for the ResNets, but counts the
-grouped and depthwise convolutions' weight gradients as dense ones (8× to 40× the forward for ConvNeXt,
-EfficientNet and the MobileNets).
+grouped and depthwise convolutions' weight gradients as dense ones (its `conv_backward` formula ignores
+`groups`), so that a step of ConvNeXt, the MobileNets or EfficientNet would count 8.7 to 42 forward passes.
 Parameters: the backbone's, with the ImageNet classifier removed (as graft keeps it).
 
 Images/s: graft's training loop (`graft.training.loop.fit`) with the from-scratch control's recipe
@@ -36,7 +36,7 @@ import io
 import os
 import platform
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -46,7 +46,6 @@ from graft.config import read_params_file, validate_params
 from graft.data.dataset import ImageDataset
 from graft.models.backbones import BACKBONES, TORCHVISION_ARCHS
 from graft.models.io import architecture_of, build_classifier
-from graft.models.weights import imported_architecture
 from graft.training.loop import fit
 from graft.training.recipe import recipe_from
 from graft.training.runtime import setup_torch
@@ -54,7 +53,8 @@ from graft.training.runtime import setup_torch
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = 10
 TRAIN_STEP_FLOP = 3  # forward + backward ≈ 3 × forward
-SIZES = {"32 px": (32, 32), "224 px": (224, 16)}  # side -> training batch
+# label -> (side, training batch, imported weights: the published architecture)
+SIZES = {"32 px": (32, 32, False), "224 px": (224, 16, True)}
 
 
 def params_for(backbone: str, image_size: int, imported: bool, threads: int):
@@ -68,13 +68,6 @@ def params_for(backbone: str, image_size: int, imported: bool, threads: int):
     if imported:
         raw["pretrain"].update(weights=f"data/weights/{backbone}.safetensors", input_size=0)
     return validate_params(raw)
-
-
-def architecture(params, published: bool) -> dict:
-    if published:  # what pretrain builds for imported weights
-        return imported_architecture(params.model.backbone, dict(params.model.backbone_args), params.data.channels,
-                                     params.data.image_size, params.pretrain.weights, params.pretrain.input_size)
-    return architecture_of(params)
 
 
 def forward_gflop(model: torch.nn.Module, side: int) -> float:
@@ -110,27 +103,25 @@ def images_per_second(params, arch: dict, batch: int, seconds: float, repeat: in
 
 def row(backbone: str, threads: int, seconds: float, repeat: int) -> dict:
     out: dict = {"backbone": backbone}
-    for label, (side, batch) in SIZES.items():
-        published = side > 64
-        params = params_for(backbone, side, imported=published, threads=threads)
-        arch = architecture(params, published)
+    for label, (side, batch, imported) in SIZES.items():
+        params = params_for(backbone, side, imported, threads)
+        arch = architecture_of(params)  # as every stage builds it; with imported weights, the published one
         model = build_classifier(arch, CLASSES)
         fwd = forward_gflop(model, side)
         out[label] = {"params": sum(p.numel() for p in model.backbone.parameters()) / 1e6,
                       "train_gflop": TRAIN_STEP_FLOP * fwd, "batch": batch}
         out[label]["img_s"], out[label]["steps"] = images_per_second(params, arch, batch, seconds, repeat)
     if backbone in TORCHVISION_ARCHS:  # the published stem on 32 px images, for comparison only
-        params = params_for(backbone, 32, imported=True, threads=threads)
-        arch = {**architecture(params, True), "image_size": 32}
+        arch = {**architecture_of(params_for(backbone, 32, True, threads)), "image_size": 32}
         out["published_32"] = TRAIN_STEP_FLOP * forward_gflop(build_classifier(arch, CLASSES), 32)
     return out
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| backbone | parameters (M) | GFLOP / training image, 32 px, graft's stem | training img/s, 32 px "
-             "(batch 32) | GFLOP / training image, 32 px, published stem | GFLOP / training image, 224 px, "
-             "published stem | training img/s, 224 px (batch 16) |",
-             "|---|--:|--:|--:|--:|--:|--:|"]
+    columns = ["backbone", "parameters (M)", "GFLOP / training image, 32 px, graft's stem",
+               "training img/s, 32 px (batch 32)", "GFLOP / training image, 32 px, published stem",
+               "GFLOP / training image, 224 px, published stem", "training img/s, 224 px (batch 16)"]
+    lines = ["| " + " | ".join(columns) + " |", "|---|" + "--:|" * (len(columns) - 1)]
     for r in rows:
         small, large = r["32 px"], r["224 px"]
         params = f"{small['params']:.2f}"
@@ -156,7 +147,7 @@ def main() -> None:
                                  ("--repeat", args.repeat, 3)):
         command += f" {flag} {value:g}" if value != default else ""
     load = os.getloadavg()
-    print(f"`{command}`: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, "
+    print(f"`{command}`: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} torch threads, "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} before")
     rows = []

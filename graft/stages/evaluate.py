@@ -46,6 +46,12 @@ def better_on_validation(finetuned: dict, scratch: dict) -> str:
 
 def verdict(better: str, finetuned: dict, scratch: dict) -> str:
     gain = 100 * (finetuned["acc"] - scratch["acc"])
+    if finetuned["acc"] == scratch["acc"]:  # decided by the loss: "beats" or "+0.0 points" would mislead
+        winner, loser = (scratch, finetuned) if better == "scratch" else (finetuned, scratch)
+        lead = ("negative transfer: the from-scratch control" if better == "scratch"
+                else "transfer pays only in loss: the fine-tuned model")
+        return (f"{lead} ties on validation accuracy ({finetuned['acc']:.1%}) and has the lower validation loss "
+                f"({winner['loss']:.3f} against {loser['loss']:.3f})")
     if better == "scratch":
         return (f"negative transfer: the from-scratch control beats the fine-tuned model on validation "
                 f"({scratch['acc']:.1%} against {finetuned['acc']:.1%}); pretraining did not pay on this data")

@@ -58,6 +58,17 @@ def test_the_better_model_is_chosen_on_validation_and_ties_go_to_the_fine_tuned_
     assert "+30.0 points on validation" in verdict("finetuned", good, poor)
 
 
+def test_a_tie_in_accuracy_is_said_as_a_tie_decided_by_the_loss():
+    from graft.stages.evaluate import verdict
+
+    finetuned, scratch = {"acc": 1 / 3, "loss": 1.2}, {"acc": 1 / 3, "loss": 1.1}
+    said = verdict("scratch", finetuned, scratch)
+    assert said == ("negative transfer: the from-scratch control ties on validation accuracy (33.3%) and has the "
+                    "lower validation loss (1.100 against 1.200)")
+    said = verdict("finetuned", scratch, finetuned)  # now the fine-tuned model has the lower loss
+    assert said.startswith("transfer pays only in loss: the fine-tuned model ties") and "beats" not in said
+
+
 def test_negative_transfer_is_said_plainly(trained, tiny_params):
     """A fine-tuned model that always answers one class loses to the control on validation."""
     from tests.stages.test_register import _constant_predictor

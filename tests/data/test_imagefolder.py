@@ -259,3 +259,25 @@ def test_progress_and_threaded_decoding_match(tmp_path, monkeypatch):
     single, bad_s = load_imagefolder(root, 5, 3, bad_files="skip")
     assert torch.equal(threaded.images, single.images) and torch.equal(threaded.labels, single.labels)
     assert bad_t == bad_s and len(bad_t) == 1 and len(threaded) == 40
+
+
+def test_decoding_runs_at_most_a_window_ahead_of_collection_and_keeps_order():
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from graft.data.imagefolder import bounded_map
+
+    started, lock = [], threading.Lock()
+
+    def work(i):
+        with lock:
+            started.append(i)
+        return i * i
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = bounded_map(pool, work, range(100), window=8)
+        for collected, value in enumerate(results):
+            assert value == collected * collected  # in order
+            with lock:
+                assert len(started) <= collected + 1 + 8  # never more than the window ahead
+    assert sorted(started) == list(range(100))

@@ -162,10 +162,8 @@ class _Setup:
     phases: list[Phase]
     optimizer: torch.optim.Optimizer
     ema: WeightEma | None
-    batches: TrainBatches
-    batch_size: int         # per process
+    batches: TrainBatches   # its images_per_epoch: this process's share of an epoch
     steps_per_epoch: int
-    shard_images: int       # images per epoch in this process's shard
 
 
 def _set_up(model: GraftClassifier, train, recipe: Recipe, seed: int, stage: str,
@@ -178,12 +176,11 @@ def _set_up(model: GraftClassifier, train, recipe: Recipe, seed: int, stage: str
     place.place(model)
     batch_size = distributed.local_batch(recipe.batch_size, world)
     batches = batches_for(train, recipe.augment, seed=seed, stage=stage, world=world, batch_size=batch_size)
-    shard_images = batches.images_per_epoch
     return model, _Setup(
         world, place, plan_phases(recipe.strategy, recipe.epochs, recipe.freeze_epochs, recipe.unfrozen_lr_factor),
         make_optimizer(model, recipe.optimizer, recipe.weight_decay, recipe.momentum, recipe.layer_decay),
         WeightEma(model, recipe.ema_decay) if recipe.ema_decay else None,
-        batches, batch_size, math.ceil(shard_images / batch_size), shard_images)
+        batches, math.ceil(batches.images_per_epoch / batch_size))
 
 
 def fit(model: GraftClassifier, train, val, recipe: Recipe, *, seed: int, stage: str,
@@ -219,7 +216,7 @@ def fit(model: GraftClassifier, train, val, recipe: Recipe, *, seed: int, stage:
         # Seeded by (seed, stage, epoch): the same draws whether or not earlier epochs ran in this process.
         # Process 0 draws what a single process draws; the others their own (augmentation, dropout).
         torch.manual_seed(generator(seed, stage, "epoch", epoch, *([world.rank] if world.rank else [])).initial_seed())
-        shown = EpochProgress(f"{stage}: epoch {epoch}/{recipe.epochs}", run.shard_images) if world.primary else None
+        shown = EpochProgress(f"{stage}: epoch {epoch}/{recipe.epochs}", run.batches.images_per_epoch) if world.primary else None
         stats, rates = _train_epoch(model, net, run.batches.epoch(epoch), run.optimizer, recipe, phase,
                                     epochs_into_phase * run.steps_per_epoch, phase.epochs * run.steps_per_epoch,
                                     run.ema, run.place, world, shown)

@@ -119,9 +119,9 @@ def is_code_dep(dep: object) -> bool:
 
 def mismatches(root: Path = REPO) -> dict[str, tuple[list[str], list[str]]]:
     """Stage -> (code deps dvc.yaml lists but the stage does not import, files it imports that dvc.yaml misses)."""
-    import yaml
+    from graft.files import read_yaml
 
-    spec = yaml.safe_load((Path(root) / "dvc.yaml").read_text())
+    spec = read_yaml(Path(root) / "dvc.yaml")
     out = {}
     for name, stage in spec["stages"].items():
         listed = [d for d in stage.get("deps") or [] if is_code_dep(d)]

@@ -346,6 +346,10 @@ class OptimParams(Section):
                                                                            "lower val_loss).")
     patience: int = Field(0, ge=0, description="Stop after this many epochs without improvement of `monitor` "
                                                "(never in a frozen phase that is followed by another); 0: never.")
+    validate_every: int = Field(1, ge=1, description="Validate after every this many epochs, and always after the "
+                                                     "last. Raise it when a validation pass is a large share of an "
+                                                     "epoch (large validation sets, short epochs); keep: best and "
+                                                     "patience then see only the validated epochs.")
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0, description="Exponential moving average of the weights (e.g. "
                                                               "0.99); validation and the written weights use it. "
                                                               "0 switches it off.")
@@ -575,7 +579,7 @@ def read_params_file(path: Path) -> dict:
     """params.yaml as plain data; ConfigError in one line when it is not YAML or holds nothing."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text())  # the pure-Python parser: its messages say more than libyaml's
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -12,11 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from graft.config import select
 from graft.errors import GraftError
-from graft.files import hash_paths
+from graft.files import hash_paths, read_yaml
 
 
 @dataclass
@@ -33,7 +31,7 @@ def _out_paths(entries: list) -> list[str]:
 
 def load_dag(root: Path) -> dict[str, StageDecl]:
     """Stages of dvc.yaml in declaration order (which is the DAG order)."""
-    spec = yaml.safe_load((Path(root) / "dvc.yaml").read_text())
+    spec = read_yaml(Path(root) / "dvc.yaml")
     stages = {}
     for name, s in spec["stages"].items():
         outs = _out_paths(s.get("outs")) + _out_paths(s.get("metrics")) + _out_paths(s.get("plots"))
@@ -61,7 +59,7 @@ def _covers(out: str, dep: str) -> bool:
 
 def stage_params(root: Path, decl: StageDecl) -> dict[str, Any]:
     """The values of the params a stage declares, read from params.yaml as DVC reads them."""
-    raw = yaml.safe_load((Path(root) / "params.yaml").read_text()) or {}
+    raw = read_yaml(Path(root) / "params.yaml") or {}
     return {key: select(raw, key.split(".")) for key in decl.params}
 
 
@@ -133,7 +131,7 @@ def stale_stages(root: Path, targets: list[str] | None = None) -> dict[str, list
 
 def missing_params(root: Path, dag: dict[str, StageDecl]) -> list[str]:
     """Params that dvc.yaml declares but params.yaml lacks (DVC needs every one written out)."""
-    raw = yaml.safe_load((Path(root) / "params.yaml").read_text()) or {}
+    raw = read_yaml(Path(root) / "params.yaml") or {}
     missing = []
     for decl in dag.values():
         for key in decl.params:
@@ -156,7 +154,7 @@ def locked_hash(root: Path, stage: str, path: str) -> str | None:
     lock_file = Path(root) / "dvc.lock"
     if not lock_file.exists():
         return None
-    lock = yaml.safe_load(lock_file.read_text()) or {}
+    lock = read_yaml(lock_file) or {}
     for out in lock.get("stages", {}).get(stage, {}).get("outs", []):
         if out.get("path") == path:
             return out.get("md5")

@@ -30,10 +30,13 @@ def learning_curves(histories: dict[str, list[dict]], out: Path) -> Path:
         if not rows:
             continue
         epochs = [r["epoch"] for r in rows]
+        validated = [r for r in rows if "val_loss" in r]  # every epoch, unless validate_every > 1
+        val_epochs = [r["epoch"] for r in validated]
+        marker = "o" if len(validated) < len(rows) else None
         ax_loss.plot(epochs, [r["train_loss"] for r in rows], color=colour, linestyle="--", label=f"{name} train")
-        ax_loss.plot(epochs, [r["val_loss"] for r in rows], color=colour, label=f"{name} val")
+        ax_loss.plot(val_epochs, [r["val_loss"] for r in validated], color=colour, marker=marker, label=f"{name} val")
         ax_acc.plot(epochs, [r["train_acc"] for r in rows], color=colour, linestyle="--", label=f"{name} train")
-        ax_acc.plot(epochs, [r["val_acc"] for r in rows], color=colour, label=f"{name} val")
+        ax_acc.plot(val_epochs, [r["val_acc"] for r in validated], color=colour, marker=marker, label=f"{name} val")
     ax_loss.set(title="loss", xlabel="epoch", ylabel="cross-entropy")
     ax_acc.set(title="accuracy", xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
     ax_acc.legend(fontsize=8, loc="lower right")

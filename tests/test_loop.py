@@ -68,3 +68,38 @@ def test_keep_best_returns_the_best_epochs_weights():
     for k, v in model.state_dict().items():
         assert torch.equal(v, snapshots[best][k]), k
     assert any(not torch.equal(v, snapshots[last][k]) for k, v in model.state_dict().items())
+
+
+def test_validate_every_scores_only_every_nth_epoch_and_the_last_and_keeps_the_best_of_those():
+    data = generate(["circle_solid", "cross_checker"], 16, 16, 3, seed=0)
+    model = tiny_model()
+    snapshots, logged = {}, []
+
+    def remember(row):
+        logged.append(row)
+        snapshots[row["epoch"]] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    result = fit(model, data, swapped_labels(data),
+                 Recipe(epochs=7, lr=0.01, batch_size=8, keep="best", monitor="val_loss", validate_every=3),
+                 seed=0, stage="t", device=torch.device("cpu"), on_epoch=remember)
+    validated = [r["epoch"] for r in result.history if r["val_loss"] is not None]
+    assert validated == [3, 6, 7], result.history
+    assert all(r["val_acc"] is None for r in result.history if r["epoch"] not in validated)
+    assert logged == result.history
+    scored = [r for r in result.history if r["val_loss"] is not None]
+    assert result.kept_epoch == min(scored, key=lambda r: r["val_loss"])["epoch"]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, snapshots[result.kept_epoch][k]), k
+
+
+def test_early_stopping_with_validate_every_stops_at_a_validated_epoch_counting_epochs():
+    data = generate(["circle_solid", "cross_checker"], 16, 16, 3, seed=0)
+    result = fit(tiny_model(), data, swapped_labels(data),
+                 Recipe(epochs=12, lr=0.01, batch_size=8, monitor="val_loss", patience=2, validate_every=2),
+                 seed=0, stage="t", device=torch.device("cpu"))
+    last = result.history[-1]
+    assert result.stopped_early and last["epoch"] < 12, result.history
+    assert last["epoch"] % 2 == 0 and last["val_loss"] is not None  # decided on a validation, never between
+    best = min((r for r in result.history if r["val_loss"] is not None), key=lambda r: r["val_loss"])
+    assert last["epoch"] - best["epoch"] >= 2  # patience counts epochs, validated or not
+    assert result.kept_epoch == last["epoch"]  # keep: last

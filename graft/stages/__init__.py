@@ -12,11 +12,10 @@ from functools import lru_cache
 
 @lru_cache(maxsize=None)
 def _stages() -> tuple[str, ...]:
-    import yaml
-
     from graft.code_deps import REPO
+    from graft.files import read_yaml
 
-    return tuple(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
+    return tuple(read_yaml(REPO / "dvc.yaml")["stages"])
 
 
 def __getattr__(name: str):

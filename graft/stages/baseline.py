@@ -27,7 +27,7 @@ CONTRACT = Contract(
     params=("seed", "data.image_size", "data.channels", "model", "train", "replace_head", "pretrain.weights",
             "pretrain.input_size", "finetune.epochs", "finetune.optimizer", "finetune.momentum", "finetune.schedule",
             "finetune.warmup", "finetune.label_smoothing", "finetune.grad_clip", "finetune.augment", "finetune.keep",
-            "finetune.monitor", "finetune.patience", "finetune.ema_decay", "baseline"),
+            "finetune.monitor", "finetune.patience", "finetune.ema_decay", "finetune.validate_every", "baseline"),
     deps=(rel(REL.prepared("target")),),
     outs=model_files("baseline"),
     metrics=(rel(REL.metric("baseline")),),

@@ -19,9 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from graft.files import read_json_or_empty
+from graft.files import read_json_or_empty, read_yaml
 from graft.paths import Paths
 from graft.console import warn
 from graft.tracking.delivery import is_placeholder
@@ -68,7 +66,7 @@ def locked_outputs(lock: dict) -> dict[str, str]:
 
 def read_lock(root: Path) -> dict:
     lock_file = Path(root) / "dvc.lock"
-    return (yaml.safe_load(lock_file.read_text()) or {}) if lock_file.exists() else {}
+    return (read_yaml(lock_file) or {}) if lock_file.exists() else {}
 
 
 def _rows(paths: Paths, path: str, split: str | None) -> int | None:

@@ -222,13 +222,18 @@ def fit(model: GraftClassifier, train, val, recipe: Recipe, *, seed: int, stage:
                                     run.ema, run.place, world, shown)
         if shown is not None:
             shown.close()
-        row = _score_epoch(model, val, recipe, run, epoch, phase, stats, rates, progress, device)
+        validates = epoch % recipe.validate_every == 0 or epoch == recipe.epochs
+        row = _score_epoch(model, val if validates else None, recipe, run, epoch, phase, stats, rates, progress,
+                           device)
         if world.primary:
+            scores = (f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f}" if validates else
+                      f"(validated every {recipe.validate_every} epochs)")
             say(f"{stage}: epoch {epoch}/{recipe.epochs}{' (frozen backbone)' if not phase.train_backbone else ''}  "
                 f"train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f}  "
-                f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f}  {row['images_per_sec']:.0f} img/s")
-        # Early stopping only in the last phase: a frozen warm-up is not a plateau.
-        stopped_early = bool(recipe.patience) and progress.bad_epochs >= recipe.patience and phase is run.phases[-1]
+                f"{scores}  {row['images_per_sec']:.0f} img/s")
+        # Early stopping only in the last phase (a frozen warm-up is not a plateau), after a validation.
+        stopped_early = (bool(recipe.patience) and validates and progress.bad_epochs >= recipe.patience
+                         and phase is run.phases[-1])
         if checkpoint is not None and world.primary:
             checkpoint.save(_snapshot(epoch, phase, model, run.optimizer, run.ema, progress, stopped_early))
         if on_epoch is not None and world.primary:
@@ -244,25 +249,29 @@ def fit(model: GraftClassifier, train, val, recipe: Recipe, *, seed: int, stage:
 def _score_epoch(model: GraftClassifier, val, recipe: Recipe, run: _Setup, epoch: int, phase: Phase,
                  stats: dict, rates: dict, progress: _Progress, device: torch.device) -> dict:
     """Validate the epoch's weights (the moving average's, with ema_decay), add its row to the history and
-    remember it if it is the best so far."""
+    remember it if it is the best so far. With `val` None (an epoch validate_every skips) the row has no
+    validation figures (None) and the best and the epochs without improvement stay as they were."""
+    row = {"epoch": epoch, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
+           "val_loss": None, "val_acc": None,
+           "images_per_sec": stats["images_per_sec"], "trainable_params": trainable_parameter_count(model),
+           "phase": int(phase.train_backbone), **rates}
+    progress.history.append(row)
+    if val is None:
+        return row
     scored = run.ema.module if run.ema is not None else model
     distributed.sync_buffers(scored, run.world)
     val_metrics = evaluate(scored, val, recipe.eval_batch_size, run.place)
     # Every process decides keep-best and early stopping on the primary's figures.
-    val_metrics["loss"], val_metrics["acc"] = distributed.from_primary(
+    row["val_loss"], row["val_acc"] = distributed.from_primary(
         [val_metrics["loss"], val_metrics["acc"]], run.world, device)
-    row = {"epoch": epoch, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
-           "val_loss": val_metrics["loss"], "val_acc": val_metrics["acc"],
-           "images_per_sec": stats["images_per_sec"], "trainable_params": trainable_parameter_count(model),
-           "phase": int(phase.train_backbone), **rates}
-    progress.history.append(row)
     if _improves(row, progress.best, recipe.monitor):
         progress.best = {"epoch": epoch, "val_acc": row["val_acc"], "val_loss": row["val_loss"]}
         progress.bad_epochs = 0
         if recipe.keep == "best":
             progress.best_state = _clone(scored.state_dict())
     else:
-        progress.bad_epochs += 1
+        # Epochs since the best, counting those not validated: patience stays a number of epochs.
+        progress.bad_epochs = epoch - progress.best["epoch"]
     return row
 
 

@@ -46,6 +46,7 @@ class Recipe:
     keep: str = _config_default(_OPTIM, "keep")
     monitor: str = _config_default(_OPTIM, "monitor")
     patience: int = _config_default(_OPTIM, "patience")
+    validate_every: int = _config_default(_OPTIM, "validate_every")
     ema_decay: float = _config_default(_OPTIM, "ema_decay")
     sync_bn: bool = _config_default(_TRAIN, "sync_bn")
 

@@ -75,8 +75,10 @@ def _add_run(sub) -> None:
 def _add_stage(sub) -> None:
     stage = sub.add_parser("stage", help="run one stage in this process (dvc repro calls this)",
                            description="Run one stage now, whatever its status, and log it to MLflow. "
-                                       "Under `dvc repro`, DVC records it in dvc.lock afterwards.")
-    stage.add_argument("name", metavar="NAME", help=STAGE_HELP)
+                                       "Under `dvc repro`, DVC records it in dvc.lock afterwards. Several "
+                                       "names run in that order in this one process (as `graft reproduce` "
+                                       "does), each with its own stage run, and nothing is recorded in dvc.lock.")
+    stage.add_argument("name", metavar="NAME", nargs="+", help=STAGE_HELP)
 
 
 def _add_status(sub) -> None:
@@ -385,16 +387,21 @@ def cmd_stage(args, root: Path) -> int:
     from graft.stages import STAGES
     from graft.workspace_lock import hold
 
-    if args.name not in STAGES:
-        return _fail(f"unknown stage {args.name!r}; stages: {STAGE_HELP}")
+    unknown = [name for name in args.name if name not in STAGES]
+    if unknown:
+        return _fail(f"unknown stage {unknown[0]!r}; stages: {STAGE_HELP}")
     from graft.runner import is_stage_worker, run_stage_worker
 
     if is_stage_worker():  # one of a torchrun group's processes: the launcher holds the lock and the runs
+        if len(args.name) != 1:
+            return _fail("a process of a torchrun group runs one stage; name one")
         _quiet_environment()
-        run_stage_worker(args.name, root)
+        run_stage_worker(args.name[0], root)
         return 0
     with hold(root, _command_line()):
-        return _stage(args.name, root)
+        for name in args.name:  # one interpreter: torch and MLflow are imported once, not per stage
+            _stage(name, root)
+        return 0
 
 
 def _stage(name: str, root: Path) -> int:

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from graft.cli import main as graft
 from graft.files import read_json
 from graft.tracking import tracking_uri
-from tests.conftest import copy_workspace, dvc, run_cli, session_server_env, tiny_params_dict
+from tests.conftest import copy_workspace, dvc, graft_in_process, tiny_params_dict
 
 pytestmark = pytest.mark.e2e
 
@@ -23,11 +23,12 @@ def finished(one_run, tmp_path_factory):
     return copy_workspace(one_run, tmp_path_factory.mktemp("run_cache") / "ws")
 
 
-def said(ws, *args: str) -> str:
-    """What `graft ARGS` printed: the summary on stdout, the flow's progress lines on stderr (Prefect's logger).
-    On the test session's Prefect server, so that the command does not start one of its own."""
-    proc = run_cli(ws, *args, env=session_server_env())
-    return proc.stdout + proc.stderr
+def said(capsys, caplog, ws, *args: str) -> str:
+    """What `graft ARGS` said, run in this process on the test session's Prefect server: the summary it printed,
+    and the stage lines, which the flow logs through Prefect's logger (log_prints)."""
+    caplog.clear()
+    proc = graft_in_process(capsys, ws, *args, check=True)
+    return "\n".join([proc.stdout, proc.stderr, *caplog.messages])
 
 
 def statuses(ws) -> dict[str, str]:
@@ -47,13 +48,13 @@ def latest_pipeline_run(ws):
     return client, exp, run
 
 
-def test_a_deleted_output_is_restored_not_retrained(finished):
+def test_a_deleted_output_is_restored_not_retrained(finished, capsys, caplog):
     ws = finished
     weights = ws / "models/baseline.safetensors"
     before = weights.read_bytes()
     weights.unlink()
 
-    out = said(ws, "run")
+    out = said(capsys, caplog, ws, "run")
     assert RESTORED in out, out
     assert "epoch" not in out and "baseline: running" not in out, out
     assert weights.read_bytes() == before
@@ -69,9 +70,9 @@ def test_a_deleted_output_is_restored_not_retrained(finished):
     assert not client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
 
 
-def test_force_trains_even_with_a_run_cache_hit(finished):
+def test_force_trains_even_with_a_run_cache_hit(finished, capsys, caplog):
     ws = finished
-    out = said(ws, "run", "--force", "baseline")
+    out = said(capsys, caplog, ws, "run", "--force", "baseline")
     assert "baseline: running (forced)" in out and "baseline: epoch" in out, out
     assert "restored from DVC's run cache" not in out, out
     assert statuses(ws) == {**{n: "up to date" for n in statuses(ws)},
@@ -79,7 +80,7 @@ def test_force_trains_even_with_a_run_cache_hit(finished):
     assert_dvc_clean(ws)
 
 
-def test_inputs_that_ran_before_are_restored_but_register_runs_again(finished):
+def test_inputs_that_ran_before_are_restored_but_register_runs_again(finished, capsys, caplog):
     """Back to params that ran already: finetune and evaluate come from the run cache; register registers a
     version again (its effect is in the MLflow registry, which the run cache cannot bring back)."""
     ws = finished
@@ -90,7 +91,7 @@ def test_inputs_that_ran_before_are_restored_but_register_runs_again(finished):
     assert graft(["-C", str(ws), "run", "-S", "finetune.lr=0.005"]) == 0
     assert statuses(ws)["finetune"] == "ran"
 
-    out = said(ws, "run", "-S", f"finetune.lr={lr}")
+    out = said(capsys, caplog, ws, "run", "-S", f"finetune.lr={lr}")
     assert "finetune: restored from DVC's run cache" in out and "evaluate: restored from DVC's run cache" in out, out
     assert "finetune: epoch" not in out and "register: running" in out, out
     assert (ws / "models/finetuned.safetensors").read_bytes() == finetuned

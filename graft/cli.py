@@ -73,7 +73,7 @@ def _add_run(sub) -> None:
 
 
 def _add_stage(sub) -> None:
-    stage = sub.add_parser("stage", help="run one stage in this process (dvc repro calls this)",
+    stage = sub.add_parser("stage", help="run a stage (or several) in this process (dvc repro calls this)",
                            description="Run one stage now, whatever its status, and log it to MLflow. "
                                        "Under `dvc repro`, DVC records it in dvc.lock afterwards. Several "
                                        "names run in that order in this one process (as `graft reproduce` "

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from graft.data.dataset import DataError
-from graft.data.shards import ShardedDataset, ShardSink, encode_png, use_shards, write_order
+from graft.data.shards import ShardedDataset, ShardSink, encode_image, use_shards, write_order
 
 _CHUNK = 256                        # files decoded per batch of threads: bounds the results waiting to be written
 _MAX_THREADS = 8
@@ -28,11 +28,11 @@ def _decode_encode(job: tuple[Path, int, int]) -> tuple[torch.Tensor | None, byt
         image = _decode(path, image_size, channels)
     except DataError as err:
         return None, _reason(path, err)
-    return image, encode_png(image)
+    return image, encode_image(image)
 
 
 def _decoded(jobs: list[tuple[Path, int]], image_size: int, channels: int) -> Iterator[tuple]:
-    """(path, label, image or None, png bytes or the reason it failed), in file order, _CHUNK files at a time."""
+    """(path, label, image or None, its shard bytes or the reason it failed), in file order, _CHUNK files at a time."""
     from graft.data.images import bomb_warnings_as_errors
 
     threads = min(_MAX_THREADS, os.cpu_count() or 1)

@@ -2,8 +2,9 @@
 
 Layout, beside the in-memory form's `<domain>.safetensors` + `<domain>.json`:
 
-    data/raw/<domain>/shard-000000.tar   <position>.png (the image as graft decoded and resized it) and
-                                         <position>.cls (its label), `tar tf` shows them
+    data/raw/<domain>/shard-000000.tar   <position>.raw (the image as graft decoded and resized it: its uint8
+                                         bytes, channels × height × width) and <position>.cls (its label),
+                                         `tar tf` shows them
     data/raw/<domain>.json               the index: classes, count, per_class, shape, hash, labels (one per
                                          position, in order), shards [{name, count}], storage: shards
 
@@ -11,10 +12,12 @@ Why WebDataset: the shards are ordinary tar files, so DVC tracks and hashes them
 them; there is no server or index service to run (LitData and MosaicML Streaming each keep their own binary
 format and index); its ShardWriter streams samples out one by one, so memory stays bounded.
 
-Why PNG: it is lossless, so a streamed image is bit for bit the uint8 tensor the in-memory path holds, and it
-decodes in about a millisecond at 224 px. JPEG would be 3-5x
-smaller, but every epoch would then train on other pixels than the in-memory path. Compression level 1: most of
-the size saving at a fraction of level 6's encoding time.
+Why raw bytes: a streamed image is then bit for bit the uint8 tensor the in-memory path holds, and reading it
+costs nothing. Shards first held PNG (lossless too, a third smaller on generated photos), but decoding a 224-px
+PNG took 1.06 ms of CPU, which on a 2-core machine the DataLoader workers took from the training steps: one
+epoch of 10,000 photos streamed at 223 img/s against 377 in memory (BENCHMARKS.md). JPEG would be smaller
+still, but every epoch would then train on other pixels than the in-memory path. Shards an earlier graft
+wrote as PNG are still read.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ from graft.files import write_json
 MEMORY_LIMIT_BYTES = 1 << 30
 SHARD_MAX_BYTES = 256 * 2**20      # shards of a few hundred MB stream well and stay cheap to re-hash
 SHARD_NAME = "shard-%06d.tar"
-PNG_LEVEL = 1
+PNG_LEVEL = 1          # shards written before the raw format; read, never written
+FORMAT = "webdataset/raw-uint8-chw"
 
 
 def decoded_bytes(count: int, channels: int, image_size: int) -> int:
@@ -51,6 +55,21 @@ def use_shards(storage: str, count: int, channels: int, image_size: int) -> bool
     if storage == "auto":
         return decoded_bytes(count, channels, image_size) > MEMORY_LIMIT_BYTES
     return storage == "shards"
+
+
+def encode_image(image: torch.Tensor) -> bytes:
+    """A shard's sample: the image's uint8 bytes, channels × height × width (the index holds the shape)."""
+    return image.contiguous().numpy().tobytes()
+
+
+def decode_image(kind: str, data: bytes, shape: list[int]) -> torch.Tensor:
+    """A shard sample back to a uint8 C×H×W tensor: `kind` is its extension in the tar (raw, or png from an
+    earlier graft)."""
+    if kind == "raw":
+        if len(data) != shape[0] * shape[1] * shape[2]:
+            raise DataError(f"a shard image has {len(data)} bytes, the index says {tuple(shape)}; re-run ingest")
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(*shape)
+    return decode_png(data, shape[0])
 
 
 def encode_png(image: torch.Tensor) -> bytes:
@@ -86,11 +105,11 @@ class ShardSink:
         self.labels: list[int] = []
         self._counts: list[int] = []    # samples per shard, in shard order
 
-    def add(self, image: torch.Tensor, label: int, png: bytes | None = None) -> None:
+    def add(self, image: torch.Tensor, label: int, encoded: bytes | None = None) -> None:
         if list(image.shape) != self.shape or image.dtype != torch.uint8:
             raise DataError(f"image of {image.dtype} {tuple(image.shape)} for shards of uint8 {tuple(self.shape)}")
         position = len(self.labels)
-        self._writer.write({"__key__": f"{position:09d}", "png": png or encode_png(image),
+        self._writer.write({"__key__": f"{position:09d}", "raw": encoded or encode_image(image),
                             "cls": str(label).encode()})
         shard = self._writer.shard - 1  # ShardWriter numbers the next shard once it opens one
         self._counts += [0] * (shard + 1 - len(self._counts))
@@ -106,7 +125,7 @@ class ShardSink:
         missing = [n for n in names if not (self.folder / n).is_file()]
         if missing:
             raise DataError(f"{self.folder}: shards {missing} were not written; check the disk and re-run ingest")
-        return {"storage": "shards", "format": "webdataset/png", "classes": self.classes, "count": len(self.labels),
+        return {"storage": "shards", "format": FORMAT, "classes": self.classes, "count": len(self.labels),
                 "per_class": {c: self.labels.count(i) for i, c in enumerate(self.classes)}, "shape": self.shape,
                 "hash": self._hash.hexdigest()[:16],
                 "shards": [{"name": f"{self.folder.name}/{n}", "count": c} for n, c in zip(names, self._counts)],

@@ -12,12 +12,12 @@ What an epoch streams is a pure function of (seed, stage, epoch, rank), worked o
    process's order, which differs every epoch. A single process keeps everything.
 
 Batches are cut from that order and dealt to the DataLoader's workers in turn (batch b to worker b mod W), which
-is the order DataLoader hands them back in; each worker reads the process's shards, keeps the PNG bytes of its
+is the order DataLoader hands them back in; each worker reads the process's shards, keeps the bytes of its
 own batches' samples only, and decodes and augments those. Each image's augmentation is seeded by (seed, stage,
 epoch, position). So the batches, to the bit, are the same with 0, 2 or 8 workers, and epoch k's are the same
 whether or not epochs 1..k-1 ran in this process: a resumed run streams what an uninterrupted one does. The
 price: every worker reads (not decodes) all of its process's tar bytes, W times the I/O of splitting shards
-among workers; decoding, which dominates, is not repeated.
+among workers; decoding is not repeated.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from graft.data.dataset import DataError
-from graft.data.shards import decode_png, is_sharded, shard_files
+from graft.data.shards import decode_image, is_sharded, shard_files
 from graft.files import read_json, write_json
 from graft.seeding import derive_seed, generator
 
@@ -156,14 +156,14 @@ class ShardStream(IterableDataset):
             return
         missing = [len(b) for b in mine]
         owner = {p: k for k, b in enumerate(mine) for p in b}
-        pending: dict[int, bytes] = {}
+        pending: dict[int, tuple[str, bytes]] = {}
         augment = self.augment
         done = 0
-        for position, png in self._samples():
+        for position, sample in self._samples():
             k = owner.get(position)
             if k is None:
                 continue
-            pending[position] = png
+            pending[position] = sample
             missing[k] -= 1
             while done < len(mine) and missing[done] == 0:
                 yield self._batch(mine[done], pending, augment)
@@ -174,18 +174,20 @@ class ShardStream(IterableDataset):
                         "index lists; re-run ingest")
 
     def _samples(self) -> Iterator[tuple[int, bytes]]:
-        """(position, PNG bytes) of this process's shards, in reading order: WebDataset's tar reader."""
+        """(position, (kind, bytes)) of this process's shards, in reading order: WebDataset's tar reader. kind: raw,
+        or png in shards an earlier graft wrote."""
         from webdataset.tariterators import tarfile_samples
 
         urls = [{"url": self.split.shards[s][0]} for s in self.shard_order]
         for sample in tarfile_samples(urls):
-            yield int(sample["__key__"]), sample["png"]
+            kind = "raw" if "raw" in sample else "png"
+            yield int(sample["__key__"]), (kind, sample[kind])
 
-    def _batch(self, positions: list[int], pending: dict[int, bytes], augment) -> tuple[torch.Tensor, torch.Tensor]:
-        channels = self.split.shape[0]
+    def _batch(self, positions: list[int], pending: dict[int, tuple[str, bytes]],
+               augment) -> tuple[torch.Tensor, torch.Tensor]:
         images = []
         for p in positions:
-            image = decode_png(pending.pop(p), channels)
+            image = decode_image(*pending.pop(p), self.split.shape)
             images.append(augment(image, p) if augment is not None else image)
         return torch.stack(images), self.split.labels[torch.tensor(positions, dtype=torch.int64)]
 

@@ -4,6 +4,7 @@ with 0 or 2 workers, the same epoch k whether or not earlier epochs ran, disjoin
 
 from __future__ import annotations
 
+import io
 import tarfile
 from pathlib import Path
 
@@ -48,11 +49,35 @@ def test_round_trip_keeps_every_pixel_and_the_index(tmp_path):
     assert index["labels"] == ds.labels.tolist() and index["per_class"] == {"c0": 10, "c1": 10, "c2": 10}
     assert index["hash"] == content_hash(ds)  # the same digest as the in-memory form's
     assert (tmp_path / "source.json").exists() and index["origin"] == "test"
-    with tarfile.open(tmp_path / "source" / "shard-000000.tar") as tar:  # a plain tar, PNG + label per sample
-        assert tar.getnames()[:2] == ["000000000.cls", "000000000.png"]
+    with tarfile.open(tmp_path / "source" / "shard-000000.tar") as tar:  # a plain tar, image bytes + label
+        assert tar.getnames()[:2] == ["000000000.cls", "000000000.raw"]
+        assert tar.extractfile("000000000.raw").read() == ds.images[0].numpy().tobytes()
     split = _split(tmp_path / "again", ds, 8)
     x, y = zip(*split.ordered_batches(7))
     assert torch.equal(torch.cat(x), ds.images) and torch.equal(torch.cat(y), ds.labels)
+
+
+def test_shards_an_earlier_graft_wrote_as_png_stream_the_same_pixels(tmp_path):
+    ds = _dataset()
+    split = _split(tmp_path, ds, 8)
+    for name, _, _ in split.shards:  # rewrite each sample as the PNG member earlier shards held
+        with tarfile.open(name) as tar:
+            members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+        with tarfile.open(name, "w") as tar:
+            for member, data in members:
+                if member.name.endswith(".raw"):
+                    image = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(3, 8, 8)
+                    data = shards.encode_png(image)
+                    member.name = member.name.replace(".raw", ".png")
+                member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+    x, y = zip(*split.ordered_batches(7))
+    assert torch.equal(torch.cat(x), ds.images) and torch.equal(torch.cat(y), ds.labels)
+
+
+def test_a_raw_sample_of_the_wrong_size_is_refused():
+    with pytest.raises(DataError, match="re-run ingest"):
+        shards.decode_image("raw", bytes(10), (3, 8, 8))
 
 
 def test_rewritten_shards_are_byte_identical(tmp_path):

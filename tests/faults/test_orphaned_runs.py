@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from graft import tracking
-from graft.workspace_lock import hold
 from tests.conftest import REPO, run_cli, session_server_env
 
 pytestmark = pytest.mark.faults

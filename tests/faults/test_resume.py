@@ -31,8 +31,17 @@ def prepared(tmp_path_factory) -> Path:
     """A workspace with longer pretraining where `dvc repro prepare` ran; the tests work on copies of it."""
     ws = make_workspace(tmp_path_factory.mktemp("resume") / "ws")
     _longer_pretraining(ws)
-    dvc(ws, "repro", "prepare")
+    ingest_and_prepare(ws)
     return ws
+
+
+def ingest_and_prepare(ws: Path) -> None:
+    """ingest and prepare run in this process and recorded in dvc.lock, as `dvc repro prepare` would leave them
+    (without two stage processes' imports): the tests' `dvc repro pretrain` then runs pretrain alone."""
+    from graft.cli import main as graft
+
+    assert graft(["-C", str(ws), "stage", "ingest", "prepare"]) == 0
+    dvc(ws, "commit", "--force", "ingest", "prepare")
 
 
 def _dvc_env() -> dict:

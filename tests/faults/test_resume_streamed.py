@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from tests.conftest import copy_workspace, dvc, make_workspace
-from tests.faults.test_resume import _checkpoint_epoch, _kill_dvc_repro_pretrain_after, assert_same_pretraining
+from tests.faults.test_resume import (_checkpoint_epoch, _kill_dvc_repro_pretrain_after, assert_same_pretraining,
+                                     ingest_and_prepare)
 from tests.stages.test_sharded_source import jpeg_folder
 
 pytestmark = pytest.mark.faults
@@ -28,7 +29,7 @@ def prepared(tmp_path_factory):
     params["ingest"].update(storage="shards", shard_samples=16)
     params["pretrain"].update(epochs=EPOCHS, augment={"crop_padding": 2, "flip": True, "trivial_augment": True})
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    dvc(ws, "repro", "prepare")
+    ingest_and_prepare(ws)
     assert json.loads((ws / "data/prepared/source/manifest.json").read_text())["storage"] == "shards"
     return ws
 

@@ -74,10 +74,11 @@ def _add_run(sub) -> None:
 
 def _add_stage(sub) -> None:
     stage = sub.add_parser("stage", help="run a stage (or several) in this process (dvc repro calls this)",
-                           description="Run one stage now, whatever its status, and log it to MLflow. "
-                                       "Under `dvc repro`, DVC records it in dvc.lock afterwards. Several "
+                           description="Run a stage now, whatever its status, and log it to MLflow. Several "
                                        "names run in that order in this one process (as `graft reproduce` "
-                                       "does), each with its own stage run, and nothing is recorded in dvc.lock.")
+                                       "does), each with its own stage run. It never writes dvc.lock: under "
+                                       "`dvc repro`, DVC records the stage afterwards; `graft run` records what "
+                                       "it runs.")
     stage.add_argument("name", metavar="NAME", nargs="+", help=STAGE_HELP)
 
 

@@ -35,10 +35,10 @@ from PIL import Image
 from graft.data.dataset import DataError, ImageDataset
 from graft.files import write_json
 
-# Above this many decoded bytes (count × channels × size²) `storage: auto` shards. The in-memory path holds a
-# dataset about five times over at its peak (ingest's tensor, prepare's raw copy and splits, the stage's load):
-# the 3.0 GB peaked at 16.3 GB. 1 GiB keeps that peak near 5 GiB, which an 8 GB laptop or CI runner
-# still has; below it memory is faster (no decoding per epoch).
+# Above this many decoded bytes (count × channels × size²) `storage: auto` shards. The in-memory path peaks at
+# about twice the dataset (prepare: the raw tensor and one split at a time; 20,000 photos, 3.0 GB decoded, peaked
+# at 5.8 GB, BENCHMARKS.md), so 1 GiB keeps it near 2-3 GiB, which an 8 GB laptop or CI runner has; below it
+# memory is a little faster (no worker processes, nothing to read per epoch).
 MEMORY_LIMIT_BYTES = 1 << 30
 SHARD_MAX_BYTES = 256 * 2**20      # shards of a few hundred MB stream well and stay cheap to re-hash
 SHARD_NAME = "shard-%06d.tar"

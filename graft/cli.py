@@ -400,12 +400,11 @@ def cmd_stage(args, root: Path) -> int:
         run_stage_worker(args.name[0], root)
         return 0
     with hold(root, _command_line()):
-        for name in args.name:  # one interpreter: torch and MLflow are imported once, not per stage
-            _stage(name, root)
-        return 0
+        return _stage(args.name, root)
 
 
-def _stage(name: str, root: Path) -> int:
+def _stage(names: list[str], root: Path) -> int:
+    """Run `names` in order in this process (torch and MLflow imported once), under one pipeline run."""
     _quiet_environment()
     from graft import tracking
     from graft.config import load_params
@@ -424,11 +423,12 @@ def _stage(name: str, root: Path) -> int:
     if parent is None:
         parent = tracking.start_pipeline_run(paths.root, params.tracking.experiment, pipeline_id,
                                              params.model_dump(mode="json"), run_tags(paths.root, pipeline_id))
-    summary = run_stage(name, params, paths.root, parent, pipeline_id)
-    if name == STAGES[-1]:
-        record_pipeline(params, paths.root, parent, run_tags(paths.root, pipeline_id))
+    for name in names:
+        summary = run_stage(name, params, paths.root, parent, pipeline_id)
+        if name == STAGES[-1]:
+            record_pipeline(params, paths.root, parent, run_tags(paths.root, pipeline_id))
+        print(f"{name}: done in {summary['seconds']:.1f}s")
     tracking.end_run(paths.root, parent)
-    print(f"{name}: done in {summary['seconds']:.1f}s")
     return 0
 
 

@@ -29,18 +29,14 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def parse_yaml(text: str) -> Any:
-    """YAML text through libyaml's C parser where PyYAML has it, else the pure-Python one; the same values
+def read_yaml(path: Path) -> Any:
+    """A YAML file through libyaml's C parser where PyYAML has it, else the pure-Python one; the same values
     either way (the resolver and constructor are the same Python code). dvc.lock lists every code file of
     every stage (about 45 kB): the pure-Python parser took 0.16 s per read, the C one 0.02 s, and graft reads
     it in every stage process."""
     import yaml
 
-    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-
-
-def read_yaml(path: Path) -> Any:
-    return parse_yaml(Path(path).read_text())
+    return yaml.load(Path(path).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def read_json_or_empty(path: Path) -> dict:

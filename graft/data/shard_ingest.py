@@ -12,36 +12,35 @@ from pathlib import Path
 import torch
 
 from graft.data.dataset import DataError
-from graft.data.shards import ShardedDataset, ShardSink, encode_image, use_shards, write_order
+from graft.data.shards import ShardedDataset, ShardSink, use_shards, write_order
 
 _CHUNK = 256                        # files decoded per batch of threads: bounds the results waiting to be written
 _MAX_THREADS = 8
 
 
-def _decode_encode(job: tuple[Path, int, int]) -> tuple[torch.Tensor | None, bytes | str]:
-    """Runs in a thread: PIL and zlib release the GIL while they decode, resize and compress."""
+def _decode(job: tuple[Path, int, int]) -> tuple[torch.Tensor | None, str]:
+    """Runs in a thread (PIL releases the GIL while it decodes and resizes): the image, or why it failed."""
     from graft.data.imagefolder import _reason
     from graft.data.images import _decode
 
     path, image_size, channels = job
     try:
-        image = _decode(path, image_size, channels)
+        return _decode(path, image_size, channels), ""
     except DataError as err:
         return None, _reason(path, err)
-    return image, encode_image(image)
 
 
 def _decoded(jobs: list[tuple[Path, int]], image_size: int, channels: int) -> Iterator[tuple]:
-    """(path, label, image or None, its shard bytes or the reason it failed), in file order, _CHUNK files at a time."""
+    """(path, label, image or None, the reason it failed), in file order, _CHUNK files at a time."""
     from graft.data.images import bomb_warnings_as_errors
 
     threads = min(_MAX_THREADS, os.cpu_count() or 1)
     with bomb_warnings_as_errors(), ThreadPoolExecutor(max_workers=threads, thread_name_prefix="graft-shard") as pool:
         for start in range(0, len(jobs), _CHUNK):
             chunk = jobs[start:start + _CHUNK]
-            results = pool.map(_decode_encode, [(path, image_size, channels) for path, _ in chunk])
-            for (path, label), (image, out) in zip(chunk, results):
-                yield path, label, image, out
+            results = pool.map(_decode, [(path, image_size, channels) for path, _ in chunk])
+            for (path, label), (image, reason) in zip(chunk, results):
+                yield path, label, image, reason
 
 
 def write_imagefolder(root: Path, folder: Path, image_size: int, channels: int, classes: list[str] | None,
@@ -57,11 +56,11 @@ def write_imagefolder(root: Path, folder: Path, image_size: int, channels: int, 
     order = write_order(len(jobs), seed)
     sink = ShardSink(folder, names, image_size, channels, shard_samples)
     bad: list[tuple[int, dict]] = []
-    for i, (path, label, image, out) in zip(order, _decoded([jobs[i] for i in order], image_size, channels)):
+    for i, (path, label, image, reason) in zip(order, _decoded([jobs[i] for i in order], image_size, channels)):
         if image is None:
-            bad.append((i, {"path": str(path), "reason": out}))
+            bad.append((i, {"path": str(path), "reason": reason}))
         else:
-            sink.add(image, label, out)
+            sink.add(image, label)
     index = sink.close()
     bad = [b for _, b in sorted(bad, key=lambda item: item[0])]
     _check_bad_files(root, bad, len(jobs), bad_files, index)

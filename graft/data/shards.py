@@ -42,7 +42,6 @@ from graft.files import write_json
 MEMORY_LIMIT_BYTES = 1 << 30
 SHARD_MAX_BYTES = 256 * 2**20      # shards of a few hundred MB stream well and stay cheap to re-hash
 SHARD_NAME = "shard-%06d.tar"
-PNG_LEVEL = 1          # shards written before the raw format; read, never written
 FORMAT = "webdataset/raw-uint8-chw"
 
 
@@ -62,7 +61,7 @@ def encode_image(image: torch.Tensor) -> bytes:
     return image.contiguous().numpy().tobytes()
 
 
-def decode_image(kind: str, data: bytes, shape: list[int]) -> torch.Tensor:
+def decode_image(kind: str, data: bytes, shape: tuple[int, int, int]) -> torch.Tensor:
     """A shard sample back to a uint8 C×H×W tensor: `kind` is its extension in the tar (raw, or png from an
     earlier graft)."""
     if kind == "raw":
@@ -70,13 +69,6 @@ def decode_image(kind: str, data: bytes, shape: list[int]) -> torch.Tensor:
             raise DataError(f"a shard image has {len(data)} bytes, the index says {tuple(shape)}; re-run ingest")
         return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(*shape)
     return decode_png(data, shape[0])
-
-
-def encode_png(image: torch.Tensor) -> bytes:
-    arr = image.numpy().transpose(1, 2, 0)
-    buf = io.BytesIO()
-    Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).save(buf, format="PNG", compress_level=PNG_LEVEL)
-    return buf.getvalue()
 
 
 def decode_png(data: bytes, channels: int) -> torch.Tensor:
@@ -105,11 +97,11 @@ class ShardSink:
         self.labels: list[int] = []
         self._counts: list[int] = []    # samples per shard, in shard order
 
-    def add(self, image: torch.Tensor, label: int, encoded: bytes | None = None) -> None:
+    def add(self, image: torch.Tensor, label: int) -> None:
         if list(image.shape) != self.shape or image.dtype != torch.uint8:
             raise DataError(f"image of {image.dtype} {tuple(image.shape)} for shards of uint8 {tuple(self.shape)}")
         position = len(self.labels)
-        self._writer.write({"__key__": f"{position:09d}", "raw": encoded or encode_image(image),
+        self._writer.write({"__key__": f"{position:09d}", "raw": encode_image(image),
                             "cls": str(label).encode()})
         shard = self._writer.shard - 1  # ShardWriter numbers the next shard once it opens one
         self._counts += [0] * (shard + 1 - len(self._counts))

@@ -173,7 +173,7 @@ class ShardStream(IterableDataset):
         raise DataError(f"{Path(self.split.shards[0][0]).parent}: the shards lack {sum(missing)} samples that their "
                         "index lists; re-run ingest")
 
-    def _samples(self) -> Iterator[tuple[int, bytes]]:
+    def _samples(self) -> Iterator[tuple[int, tuple[str, bytes]]]:
         """(position, (kind, bytes)) of this process's shards, in reading order: WebDataset's tar reader. kind: raw,
         or png in shards an earlier graft wrote."""
         from webdataset.tariterators import tarfile_samples

@@ -92,6 +92,40 @@ def _import_dvc():
         import dvc.repo  # noqa: F401
 
         colorama.deinit()
+    _read_lock_files_with_libyaml()
+
+
+def _read_lock_files_with_libyaml() -> None:
+    """Let DVC read dvc.lock, when it rewrites it, with ruamel's C parser instead of its pure-Python
+    round-trip parser.
+
+    DVC rewrites the whole lock file for every stage it records, reading it first with a round-trip parser
+    that keeps comments and layout: right for dvc.yaml and params.yaml, which people edit, but a lock file
+    is written only by DVC and holds neither. With graft's per-stage code dependencies the lock is ~45 kB,
+    and that parse was a third of the CPU a commit costs. DVC's own writer still writes it, so the bytes
+    are DVC's (tests/test_dvc.py compares them); every other file DVC modifies keeps DVC's reader.
+    Idempotent; this process only (a `dvc` command keeps its own)."""
+    import os
+
+    import dvc.dvcfile
+    from dvc.utils.serialize._common import _modify_data
+    from dvc.utils.serialize._yaml import _dump, parse_yaml
+
+    keep = dvc.dvcfile.modify_yaml
+    if getattr(keep, "graft_libyaml", False):
+        return
+
+    @contextmanager
+    def modify_yaml(path, fs=None):
+        if os.path.basename(path) != "dvc.lock":
+            with keep(path, fs=fs) as data:
+                yield data
+            return
+        with _modify_data(path, parse_yaml, _dump, fs=fs) as data:  # parse_yaml: "safe", the C parser
+            yield data
+
+    modify_yaml.graft_libyaml = True
+    dvc.dvcfile.modify_yaml = modify_yaml
 
 
 @contextmanager

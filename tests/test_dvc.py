@@ -76,3 +76,27 @@ def test_restore_from_run_cache_checks_out_a_saved_run_without_running_it(tmp_pa
 
     (root / "in.txt").unlink()  # a missing dependency: not DVC's error to raise here; the stage runs and says so
     assert not restore_from_run_cache(root, "s")
+
+
+@pytest.mark.slow  # a real DVC repository, `dvc repro`
+def test_commit_writes_the_lock_file_dvc_itself_writes(tmp_path):
+    """graft records stages through DVC's commit, which reads dvc.lock with libyaml there instead of DVC's
+    round-trip parser (graft.dvc._read_lock_files_with_libyaml): the lock it writes must be the one `dvc repro`
+    writes, to the byte, values that YAML could read back as another type included, and DVC must find the
+    stages it recorded up to date."""
+    params = ("s:\n  x: 1.0e-05\n  words: ['yes', 'on', '1e3', '', 'null', 'données', 'a: b']\n  none: null\n"
+              "  flag: true\n  big: 1.0e+20\n")
+    root = dvc_repo(tmp_path / "repo", "stages:\n  s:\n    cmd: cat données.txt params.yaml > out.txt\n"
+                                       "    deps: [données.txt]\n    params: [s]\n    outs: [out.txt]\n"
+                                       "  t:\n    cmd: cp out.txt t.txt\n    deps: [out.txt]\n    outs: [t.txt]\n",
+                    {"données.txt": "a\n", "params.yaml": params})
+    dvc(root, "repro")
+    by_dvc = (root / "dvc.lock").read_bytes()
+
+    (root / "dvc.lock").unlink()
+    commit_stage(root, "s")
+    commit_stage(root, "t")
+    assert (root / "dvc.lock").read_bytes() == by_dvc
+    assert stale_stages(root) == {}
+    (root / "params.yaml").write_text(params.replace("flag: true", "flag: false"))
+    assert list(stale_stages(root)) == ["s"]  # what the lock holds is read back as the values it was written from

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_workspace, run_cli
+from tests.conftest import graft_in_process, make_workspace
 
 pytestmark = pytest.mark.e2e
 
@@ -59,14 +59,18 @@ def test_graft_serve_registers_the_retraining_deployment_with_its_schedule(works
     assert deployment.parameters == {"root": str(workspace)}
 
 
-def test_graft_serve_refuses_clearly_without_a_server_or_with_a_bad_cron(workspace, tmp_path):
-    env = {"PREFECT_API_URL": "", "PREFECT_HOME": str(tmp_path / "prefect-home")}  # no profile, no server
-    proc = run_cli(workspace, "serve", "--cron", "0 3 * * *", env=env, check=False)
-    assert proc.returncode == 2 and "make server" in proc.stderr and "PREFECT_API_URL" in proc.stderr
-    proc = run_cli(workspace, "serve", "--cron", "every night", env=env, check=False)
-    assert proc.returncode == 2 and "--cron 'every night'" in proc.stderr
-    proc = run_cli(workspace, "serve", "--cron", "0 3 * * *", env={**env, "PREFECT_API_URL": "http://127.0.0.1:9/api"},
-                   check=False)
+def test_graft_serve_refuses_clearly_without_a_server_or_with_a_bad_cron(workspace, capsys):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    # In this process, with Prefect's settings as a shell with no profile and no PREFECT_API_URL would have them
+    # (its default: no server), whatever server this test session started.
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        proc = graft_in_process(capsys, workspace, "serve", "--cron", "0 3 * * *")
+        assert proc.returncode == 2 and "make server" in proc.stderr and "PREFECT_API_URL" in proc.stderr
+        proc = graft_in_process(capsys, workspace, "serve", "--cron", "every night")
+        assert proc.returncode == 2 and "--cron 'every night'" in proc.stderr
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        proc = graft_in_process(capsys, workspace, "serve", "--cron", "0 3 * * *")
     assert proc.returncode == 1 and "not reachable" in proc.stderr and "Traceback" not in proc.stderr
 
 

@@ -69,8 +69,9 @@ def test_empty_class_folder_is_named(workspace, capsys):
     assert proc.returncode == 1 and "birds" in proc.stderr
 
 
-def test_unreachable_tracking_server_is_found_before_any_work(workspace):
-    proc = run_cli(workspace, "run", check=False, env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
+def test_unreachable_tracking_server_is_found_before_any_work(workspace, capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    proc = graft_in_process(capsys, workspace, "run")
     assert proc.returncode == 1
     assert "http://127.0.0.1:9 is not reachable" in proc.stderr and "MLFLOW_TRACKING_URI" in proc.stderr
     assert not (workspace / "data/raw").exists()
@@ -180,7 +181,7 @@ def test_decompression_bomb_is_refused(workspace, capsys):
     assert proc.returncode == 1 and "huge.png" in proc.stderr and "pixels" in proc.stderr, proc.stderr
 
 
-def test_a_stage_error_in_graft_run_is_said_once(workspace, prefect_server):
+def test_a_stage_error_in_graft_run_is_said_once(workspace, prefect_server, capsys):
     """Not four times inside Prefect's tracebacks: once, as graft's own error line; -v adds the tracebacks."""
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     params["data"]["labels_per_class"] = 500  # more than the target data has: prepare refuses
@@ -191,5 +192,5 @@ def test_a_stage_error_in_graft_run_is_said_once(workspace, prefect_server):
     assert out.count("data.labels_per_class (500)") == 1 and "Traceback" not in out, out
     assert proc.stderr.splitlines()[-1].startswith("graft: error: target classes with too few images"), out
 
-    verbose = run_cli(workspace, "run", "-v", check=False, env=session_server_env())
+    verbose = graft_in_process(capsys, workspace, "run", "-v")  # in this process: what -v adds is graft's to print
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr and "DataError" in verbose.stderr

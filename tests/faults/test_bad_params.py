@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.conftest import graft_in_process, run_cli, session_server_env
+from tests.conftest import graft_in_process
 
 pytestmark = pytest.mark.faults
 
@@ -103,11 +103,12 @@ def test_unreadable_params_file_is_one_line(workspace, capsys, text, expected):
     assert not (workspace / "data/raw").exists()
 
 
-def test_an_override_that_fails_on_the_data_is_taken_back(workspace, prefect_server):
+def test_an_override_that_fails_on_the_data_is_taken_back(workspace, prefect_server, capsys):
     """Valid by the schema, too large for the data: prepare fails, and params.yaml gets its bytes back,
-    so the next plain `graft run` does not fail the same way."""
+    so the next plain `graft run` does not fail the same way. (In this process: tests/faults/test_bad_input.py
+    checks what a failing `graft run` process prints as a whole.)"""
     before = (workspace / "params.yaml").read_bytes()
-    proc = run_cli(workspace, "run", "-S", "data.labels_per_class=95", check=False, env=session_server_env())
+    proc = graft_in_process(capsys, workspace, "run", "-S", "data.labels_per_class=95")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "params.yaml: set data.labels_per_class=95" in proc.stdout
     assert "graft: error: " in proc.stderr and "data.labels_per_class (95)" in proc.stderr, proc.stderr
@@ -116,5 +117,5 @@ def test_an_override_that_fails_on_the_data_is_taken_back(workspace, prefect_ser
     assert "Traceback" not in proc.stderr
     assert (workspace / "params.yaml").read_bytes() == before
     # dvc.lock still matches the file: ingest, which ran, is recorded; prepare is next, with the old value.
-    dry = run_cli(workspace, "run", "--dry-run").stdout
+    dry = graft_in_process(capsys, workspace, "run", "--dry-run", check=True).stdout
     assert "would run  prepare" in dry and "would run  ingest" not in dry, dry

@@ -85,10 +85,20 @@ def test_killed_pretraining_resumes_and_matches_an_uninterrupted_run(prepared, t
     assert "pretrain: resuming after epoch" in resumed, resumed
     assert not list((interrupted / ".graft/checkpoints/pretrain").glob("*.pt"))  # finished runs clean up
 
-    straight = copy_workspace(prepared, tmp_path / "straight")
-    dvc(straight, "repro", "pretrain")
+    straight = straight_pretraining(prepared, tmp_path / "straight")
     assert_same_pretraining(interrupted, straight)
     assert _history_without_timing(interrupted) == _history_without_timing(straight)
+
+
+def straight_pretraining(prepared: Path, dst: Path) -> Path:
+    """A copy of `prepared` where pretraining ran once, never interrupted: in this process (`graft stage
+    pretrain`), the reference the resumed runs are compared with. How it was started does not matter to what
+    it computes; the interrupted and resumed runs are the ones that go through `dvc repro`."""
+    from graft.cli import main as graft
+
+    straight = copy_workspace(prepared, dst)
+    assert graft(["-C", str(straight), "stage", "pretrain"]) == 0
+    return straight
 
 
 def assert_same_pretraining(resumed: Path, straight: Path) -> None:

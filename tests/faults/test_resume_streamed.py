@@ -11,7 +11,7 @@ import yaml
 
 from tests.conftest import copy_workspace, dvc, make_workspace
 from tests.faults.test_resume import (_checkpoint_epoch, _kill_dvc_repro_pretrain_after, assert_same_pretraining,
-                                     ingest_and_prepare)
+                                     ingest_and_prepare, straight_pretraining)
 from tests.stages.test_sharded_source import jpeg_folder
 
 pytestmark = pytest.mark.faults
@@ -44,6 +44,4 @@ def test_killed_streamed_pretraining_resumes_bit_identical(prepared, tmp_path):
     resumed = dvc(interrupted, "repro", "pretrain").stdout
     assert "pretrain: resuming after epoch" in resumed, resumed
 
-    straight = copy_workspace(prepared, tmp_path / "straight")
-    dvc(straight, "repro", "pretrain")
-    assert_same_pretraining(interrupted, straight)
+    assert_same_pretraining(interrupted, straight_pretraining(prepared, tmp_path / "straight"))

@@ -255,12 +255,62 @@ def swap_validation_labels(paths) -> None:
     save_dataset(split, ImageDataset(val.images, (val.labels + 1) % len(val.classes), val.classes))
 
 
+# One Prefect API server for the whole run: starting one costs ~10 s of CPU (most of it its database migrations),
+# which each pytest-xdist worker used to pay for a server of its own. Under xdist the controller starts it as the
+# run begins, with graft's own TemporaryServer (flows/server.py: spawned without waiting for it, so it starts while
+# the workers start and collect), and names it to the workers in SHARED_SERVER_ENV; without workers, the first
+# test that needs it starts it. Its database is the run's own, never the user's ~/.prefect.
+SHARED_SERVER_ENV = "GRAFT_TESTS_PREFECT_API_URL"
+_shared_server = None
+
+
+def _start_shared_server():
+    from flows.server import TemporaryServer
+
+    database = Path(tempfile.mkdtemp(prefix="graft-tests-prefect-")) / "prefect.db"
+    atexit.register(shutil.rmtree, database.parent, True)
+    with pytest.MonkeyPatch.context() as mp:  # the server's setting only: gone before any worker starts
+        mp.setenv("PREFECT_SERVER_DATABASE_CONNECTION_URL", f"sqlite+aiosqlite:///{database}")
+        return TemporaryServer()  # stopped when this process exits
+
+
+def pytest_configure(config):
+    global _shared_server
+    is_xdist_controller = getattr(config, "workerinput", None) is None and getattr(config.option, "numprocesses", 0)
+    if is_xdist_controller and not config.option.collectonly:
+        _shared_server = _start_shared_server()
+        os.environ[SHARED_SERVER_ENV] = _shared_server.api_url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _prefect_logs_outside_capsys():
+    """Configure Prefect's logging before any test's capsys is set up. It adds a console handler bound to
+    sys.stderr as it is then (on Prefect's first use): under a test's capsys, a stream closed when that test ends,
+    and every later Prefect log in this process (graft_in_process runs of other tests) would fail on it."""
+    from prefect.logging.configuration import ensure_logging_setup
+
+    ensure_logging_setup()
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
-    """One temporary Prefect API server for the whole test run."""
-    from prefect.testing.utilities import prefect_test_harness
+    """The run's one Prefect API server (above), answering, with Prefect pointed at it for this process."""
+    import time
 
-    with prefect_test_harness(server_startup_timeout=120):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from graft.health import why_unreachable
+
+    url = os.environ.get(SHARED_SERVER_ENV)
+    if not url:
+        global _shared_server
+        _shared_server = _shared_server or _start_shared_server()
+        url = _shared_server.api_url
+    deadline = time.monotonic() + 120  # a loaded 2-core machine can take a minute
+    while (why := why_unreachable(url, timeout=2)) is not None:
+        assert time.monotonic() < deadline, f"the tests' Prefect server at {url} did not answer: {why}"
+        time.sleep(0.1)
+    with temporary_settings(updates={PREFECT_API_URL: url}):
         yield
 
 

@@ -74,9 +74,17 @@ def _kill_dvc_repro_pretrain_after(ws: Path, epochs: int) -> None:
     proc.wait()
 
 
-def test_killed_pretraining_resumes_and_matches_an_uninterrupted_run(prepared, tmp_path):
-    interrupted = copy_workspace(prepared, tmp_path / "interrupted")
-    _kill_dvc_repro_pretrain_after(interrupted, 3)
+@pytest.fixture(scope="module")
+def killed(prepared, tmp_path_factory) -> Path:
+    """A copy of `prepared` whose `dvc repro pretrain` was killed once 3 epochs were checkpointed; the tests
+    resume copies of it."""
+    ws = copy_workspace(prepared, tmp_path_factory.mktemp("killed") / "ws")
+    _kill_dvc_repro_pretrain_after(ws, 3)
+    return ws
+
+
+def test_killed_pretraining_resumes_and_matches_an_uninterrupted_run(prepared, killed, tmp_path):
+    interrupted = copy_workspace(killed, tmp_path / "interrupted")
     killed_at = _checkpoint_epoch(interrupted)
     assert 3 <= killed_at < 60
     assert not (interrupted / "metrics/pretrain.json").exists()
@@ -135,9 +143,8 @@ def _dvc_repro_pretrain_until(ws: Path, line: str) -> str:
     return "".join(seen)
 
 
-def test_changed_params_start_over_and_say_so(prepared, tmp_path):
-    ws = copy_workspace(prepared, tmp_path / "ws")
-    _kill_dvc_repro_pretrain_after(ws, 2)
+def test_changed_params_start_over_and_say_so(killed, tmp_path):
+    ws = copy_workspace(killed, tmp_path / "ws")
 
     params = yaml.safe_load((ws / "params.yaml").read_text())
     params["pretrain"]["lr"] = params["pretrain"]["lr"] / 2

@@ -260,18 +260,21 @@ def swap_validation_labels(paths) -> None:
 # run begins, with graft's own TemporaryServer (flows/server.py: spawned without waiting for it, so it starts while
 # the workers start and collect), and names it to the workers in SHARED_SERVER_ENV; without workers, the first
 # test that needs it starts it. Its database is the run's own, never the user's ~/.prefect.
-SHARED_SERVER_ENV = "GRAFT_TESTS_PREFECT_API_URL"
+SHARED_SERVER_ENV, SHARED_DATABASE_ENV = "GRAFT_TESTS_PREFECT_API_URL", "GRAFT_TESTS_PREFECT_DB"
 _shared_server = None
 
 
 def _start_shared_server():
+    """Start the run's Prefect server and name it (and its database) in this process's environment."""
     from flows.server import TemporaryServer
 
     database = Path(tempfile.mkdtemp(prefix="graft-tests-prefect-")) / "prefect.db"
     atexit.register(shutil.rmtree, database.parent, True)
     with pytest.MonkeyPatch.context() as mp:  # the server's setting only: gone before any worker starts
         mp.setenv("PREFECT_SERVER_DATABASE_CONNECTION_URL", f"sqlite+aiosqlite:///{database}")
-        return TemporaryServer()  # stopped when this process exits
+        server = TemporaryServer()  # stopped when this process exits
+    os.environ[SHARED_SERVER_ENV], os.environ[SHARED_DATABASE_ENV] = server.api_url, str(database)
+    return server
 
 
 def pytest_configure(config):
@@ -279,7 +282,6 @@ def pytest_configure(config):
     is_xdist_controller = getattr(config, "workerinput", None) is None and getattr(config.option, "numprocesses", 0)
     if is_xdist_controller and not config.option.collectonly:
         _shared_server = _start_shared_server()
-        os.environ[SHARED_SERVER_ENV] = _shared_server.api_url
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -301,17 +303,26 @@ def prefect_server():
 
     from graft.health import why_unreachable
 
-    url = os.environ.get(SHARED_SERVER_ENV)
-    if not url:
+    if not os.environ.get(SHARED_SERVER_ENV):
         global _shared_server
         _shared_server = _shared_server or _start_shared_server()
-        url = _shared_server.api_url
+    url = os.environ[SHARED_SERVER_ENV]
     deadline = time.monotonic() + 120  # a loaded 2-core machine can take a minute
     while (why := why_unreachable(url, timeout=2)) is not None:
         assert time.monotonic() < deadline, f"the tests' Prefect server at {url} did not answer: {why}"
         time.sleep(0.1)
     with temporary_settings(updates={PREFECT_API_URL: url}):
         yield
+
+
+def migrated_prefect_home(home: Path, prefect_server) -> Path:
+    """A PREFECT_HOME whose database Prefect has already migrated (a copy of the run's server's, flow runs and
+    all), as a user's is after their first run. A server on a new database spends ~5 of its ~9 s of start-up CPU
+    migrating it; tests of a server graft starts itself take this copy. Needs the `prefect_server` fixture
+    (passed in): the database is migrated once that server answers."""
+    home.mkdir(parents=True)
+    _copy_store(Path(os.environ[SHARED_DATABASE_ENV]), home / "prefect.db")
+    return home
 
 
 def session_server_env() -> dict[str, str]:

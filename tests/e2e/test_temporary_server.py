@@ -3,8 +3,10 @@ only, uses it for the whole run, and stops it when the run ends."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from graft.files import read_json
+from tests.conftest import migrated_prefect_home
 
 pytestmark = pytest.mark.e2e
 
@@ -53,10 +56,17 @@ def listening_addresses(pid: int) -> set[tuple[str, int]]:
     return bound
 
 
+def flow_runs(home: Path) -> int:
+    with contextlib.closing(sqlite3.connect(home / "prefect.db")) as db:
+        return db.execute("SELECT count(*) FROM flow_run").fetchone()[0]
+
+
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
-def test_graft_run_starts_and_stops_its_own_temporary_server_on_loopback(finished_copy, tmp_path):
+def test_graft_run_starts_and_stops_its_own_temporary_server_on_loopback(finished_copy, tmp_path, prefect_server):
     workspace = finished_copy  # a finished run: the flow runs register only (the server is what is tested)
-    home = tmp_path / "prefect-home"  # its own database, and a way to find the server's process
+    # Its own database (already migrated, as after a first run), and a way to find the server's process.
+    home = migrated_prefect_home(tmp_path / "prefect-home", prefect_server)
+    runs_before = flow_runs(home)
     env = {**os.environ, "PREFECT_API_URL": "", "PREFECT_HOME": str(home)}
     run = subprocess.Popen([sys.executable, "-m", "graft.cli", "-C", str(workspace), "run", "--force", "register"],
                            cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -80,5 +90,5 @@ def test_graft_run_starts_and_stops_its_own_temporary_server_on_loopback(finishe
     assert "Beginning flow run" in output and "Finished in state Completed" in output
     # Prefect announces the server it starts itself; graft's started first, so Prefect never had to.
     assert "Starting temporary server" not in output, output
-    assert (home / "prefect.db").exists(), "the flow run was not recorded in this PREFECT_HOME's database"
+    assert flow_runs(home) > runs_before, "the flow run was not recorded in this PREFECT_HOME's database"
     assert processes_with(home) == {}, "the temporary server outlived `graft run`"

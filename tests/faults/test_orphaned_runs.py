@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from graft import tracking
-from tests.conftest import REPO, run_cli, session_server_env
+from tests.conftest import REPO, graft_in_process, session_server_env
 
 pytestmark = pytest.mark.faults
 
@@ -131,7 +131,7 @@ def _long_pretraining(ws: Path) -> None:
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def test_graft_run_killed_during_training_leaves_no_run_running(workspace, prefect_server):
+def test_graft_run_killed_during_training_leaves_no_run_running(workspace, prefect_server, capsys):
     _long_pretraining(workspace)
     proc = subprocess.Popen([sys.executable, "-m", "graft.cli", "-C", str(workspace), "run"], cwd=workspace,
                             env={**os.environ, **session_server_env()},
@@ -147,7 +147,7 @@ def test_graft_run_killed_during_training_leaves_no_run_running(workspace, prefe
     assert {r.data.tags.get("graft.kind") for r in running} == {"pipeline", "stage"}, running
     assert {r.data.tags["graft.pid"] for r in running} == {str(proc.pid)}
 
-    status = run_cli(workspace, "status")
+    status = graft_in_process(capsys, workspace, "status", check=True)  # the next graft command, here in-process
     assert f"(pid {proc.pid})" in status.stderr and "marked KILLED" in status.stderr, status.stderr
     runs = _runs(workspace)
     assert [r for r in runs if r.info.status == "RUNNING"] == []

@@ -307,6 +307,13 @@ def prefect_server():
         global _shared_server
         _shared_server = _shared_server or _start_shared_server()
     url = os.environ[SHARED_SERVER_ENV]
+    # Still starting: import what the tests that need it will use, meanwhile, as `graft run` does while its own
+    # server starts (flows/server.py, start_early).
+    if why_unreachable(url, timeout=2) is not None:
+        from graft import tracking
+
+        tracking.preload()
+        import torch  # noqa: F401
     deadline = time.monotonic() + 120  # a loaded 2-core machine can take a minute
     while (why := why_unreachable(url, timeout=2)) is not None:
         assert time.monotonic() < deadline, f"the tests' Prefect server at {url} did not answer: {why}"

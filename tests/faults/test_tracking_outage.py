@@ -106,7 +106,8 @@ def test_up_to_date_report_mentions_owed_entries(workspace, owed, capsys):
 
 @pytest.fixture
 def outage(stage_root, tmp_path, monkeypatch):
-    """A stage root with dvc.yaml, pointed at a real MLflow server (started; `outage.stop()` kills it)."""
+    """A stage root with dvc.yaml, pointed at a real MLflow server that is not up yet: `outage.start()` starts it,
+    `outage.stop()` kills it. (Each start is ~5 s of CPU; a test that needs the server down first starts none.)"""
     import shutil
     from types import SimpleNamespace
 
@@ -124,9 +125,9 @@ def outage(stage_root, tmp_path, monkeypatch):
                        "GRAFT_TRACKING_BACKOFF": "0.05"}.items():
         monkeypatch.setenv(key, value)
     db, artifacts = tmp_path / "server.db", tmp_path / "artifacts"
-    state = SimpleNamespace(root=stage_root, uri=uri, server=_start_server(db, artifacts, port),
+    state = SimpleNamespace(root=stage_root, uri=uri, server=None,
                             params=load_params(stage_root / "params.yaml"))  # three epochs
-    state.stop = lambda: _stop_server(state.server) if state.server.poll() is None else None
+    state.stop = lambda: _stop_server(state.server) if state.server and state.server.poll() is None else None
 
     def start():
         state.server = _start_server(db, artifacts, port)
@@ -146,6 +147,8 @@ def test_server_killed_during_a_real_stage_loses_nothing(outage, monkeypatch):
     """Killed after the first epoch: the stage finishes, its outputs are written, the rest of its epochs,
     its summary and its end wait in .graft/pending/, and `graft log --pending` delivers them."""
     from graft.runner import run_stage
+
+    outage.start()
 
     real_log_epoch = tracking.log_epoch
 
@@ -177,6 +180,7 @@ def test_outage_at_the_summary_keeps_it_and_only_then_drops_the_checkpoint(outag
     from graft.runner import run_stage
     from graft.stages import baseline
 
+    outage.start()
     real_run = baseline.run
 
     def run_then_kill(params, paths):
@@ -207,7 +211,7 @@ def test_outage_at_the_summary_keeps_it_and_only_then_drops_the_checkpoint(outag
 def test_a_stage_whose_run_cannot_be_made_still_runs_and_its_run_is_made_later(outage):
     from graft.runner import run_stage
 
-    outage.stop()
+    # The server is down from the start (the fixture has not started it).
     summary = run_stage("baseline", outage.params, outage.root, None, "p-down")
     (owed_id,) = pending.owed(outage.root)
     assert owed_id.startswith(tracking.PLACEHOLDER)

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import socket
-import sys
 from pathlib import Path
 
 import pytest
@@ -117,15 +116,16 @@ def test_more_processes_need_the_torchrun_launcher():
     assert validate_params(params).train.nproc_per_node == 2
 
 
-def test_graft_stage_launches_a_torchrun_group_whose_first_process_writes(stage_root: Path):
-    import subprocess
+def test_graft_stage_launches_a_torchrun_group_whose_first_process_writes(stage_root: Path, capfd):
+    from tests.conftest import graft_in_process
 
     params = tiny_params_dict()
     params["train"].update(launcher="torchrun", nproc_per_node=2, threads=2)
     (stage_root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copy(REPO / "dvc.yaml", stage_root / "dvc.yaml")
-    proc = subprocess.run([sys.executable, "-m", "graft.cli", "-C", str(stage_root), "stage", "pretrain"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    # The launcher in this process; torchrun and its two processes are processes of their own, whose output
+    # reaches this process's file descriptors (capfd).
+    proc = graft_in_process(capfd, stage_root, "stage", "pretrain")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     metrics = json.loads((stage_root / "metrics/pretrain.json").read_text())
     assert metrics["epochs"] == params["pretrain"]["epochs"]

@@ -303,9 +303,9 @@ def prefect_server():
 
     from graft.health import why_unreachable
 
-    if not os.environ.get(SHARED_SERVER_ENV):
+    if not os.environ.get(SHARED_SERVER_ENV):  # no xdist controller started it
         global _shared_server
-        _shared_server = _shared_server or _start_shared_server()
+        _shared_server = _start_shared_server()
     url = os.environ[SHARED_SERVER_ENV]
     # Still starting: import what the tests that need it will use, meanwhile, as `graft run` does while its own
     # server starts (flows/server.py, start_early).
@@ -322,12 +322,13 @@ def prefect_server():
         yield
 
 
-def migrated_prefect_home(home: Path, prefect_server) -> Path:
+@pytest.fixture
+def migrated_prefect_home(prefect_server, tmp_path) -> Path:
     """A PREFECT_HOME whose database Prefect has already migrated (a copy of the run's server's, flow runs and
     all), as a user's is after their first run. A server on a new database spends ~5 of its ~9 s of start-up CPU
-    migrating it; tests of a server graft starts itself take this copy. Needs the `prefect_server` fixture
-    (passed in): the database is migrated once that server answers."""
-    home.mkdir(parents=True)
+    migrating it; tests of a server graft starts itself take this copy (migrated: prefect_server answers)."""
+    home = tmp_path / "prefect-home"
+    home.mkdir()
     _copy_store(Path(os.environ[SHARED_DATABASE_ENV]), home / "prefect.db")
     return home
 

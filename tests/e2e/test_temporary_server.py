@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from graft.files import read_json
-from tests.conftest import migrated_prefect_home
 
 pytestmark = pytest.mark.e2e
 
@@ -62,10 +61,10 @@ def flow_runs(home: Path) -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
-def test_graft_run_starts_and_stops_its_own_temporary_server_on_loopback(finished_copy, tmp_path, prefect_server):
+def test_graft_run_starts_and_stops_its_own_temporary_server_on_loopback(finished_copy, migrated_prefect_home):
     workspace = finished_copy  # a finished run: the flow runs register only (the server is what is tested)
     # Its own database (already migrated, as after a first run), and a way to find the server's process.
-    home = migrated_prefect_home(tmp_path / "prefect-home", prefect_server)
+    home = migrated_prefect_home
     runs_before = flow_runs(home)
     env = {**os.environ, "PREFECT_API_URL": "", "PREFECT_HOME": str(home)}
     run = subprocess.Popen([sys.executable, "-m", "graft.cli", "-C", str(workspace), "run", "--force", "register"],
